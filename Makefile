@@ -1,0 +1,41 @@
+# Only python3 is assumed: everything else is installed into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.local/dagster_home
+
+.PHONY: run test dev lint bench db-test clean
+
+run: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## the whole load on the embedded defaults
+	$(BIN)/dagster asset materialize -m patronload_assets --select '*'
+	@echo "Zips in the bucket:"; find "$${LOCAL_BUCKET_DIR:-.local/bucket}" -name '*.zip' 2>/dev/null | sort
+
+test: $(VENV)/.installed-test $(VENV)/.installed-dev ## install the test extra and run the tests
+	$(BIN)/ruff check patronload_assets patronload_assets_tests
+	$(BIN)/pytest patronload_assets_tests
+
+dev: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## web UI and daemon on localhost:3000
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check patronload_assets patronload_assets_tests
+	$(BIN)/ruff format --check patronload_assets patronload_assets_tests
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed-dev: setup.py | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-test: setup.py | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+clean:
+	rm -rf .local

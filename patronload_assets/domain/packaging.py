@@ -1,0 +1,153 @@
+"""Zipped XML files as Alma's integration profile takes them (patron-rules.md §8).
+
+Records are streamed into the zip as they are rendered: memory does not grow with the number of
+patrons. A type's users are split over several XML files when they pass ``users_per_file``, and
+over several zips when a zip would pass Alma's limits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import math
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .alma_xml import USERS_CLOSE, USERS_OPEN, XML_DECLARATION
+
+
+class PackagingError(ValueError):
+    """A load that Alma would refuse; raised before anything is uploaded."""
+
+
+@dataclass(frozen=True)
+class AlmaLimits:
+    """Alma's limits per load, and how many users go in one XML file."""
+
+    max_zip_bytes: int = 4 * 1024**3
+    max_files_per_zip: int = 50
+    max_zips_per_load: int = 20
+    users_per_file: int = 50_000
+
+
+@dataclass(frozen=True)
+class PackagedZip:
+    path: Path
+    name: str
+    patrons: int
+    xml_files: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+def timestamp(moment: dt.datetime) -> str:
+    """``YYYY-MM-DD_HH.MM.SS`` in UTC."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d_%H.%M.%S")
+
+
+def zip_names(patron_type: str, moment: dt.datetime, zips: int) -> list[str]:
+    """``{type}_{timestamp}`` for one zip; numbered ``_01``, ``_02``... for a set."""
+    base = f"{patron_type}_{timestamp(moment)}"
+    return [base] if zips == 1 else [f"{base}_{index:02d}" for index in range(1, zips + 1)]
+
+
+def plan_files(patrons: int, limits: AlmaLimits) -> list[list[int]]:
+    """The users per XML file, grouped per zip. Refuses a load over Alma's zip count."""
+    files = max(1, math.ceil(patrons / limits.users_per_file))
+    zips = math.ceil(files / limits.max_files_per_zip)
+    if zips > limits.max_zips_per_load:
+        raise PackagingError(
+            f"{patrons} patrons need {files} XML files of at most {limits.users_per_file} users, "
+            f"{zips} zips of at most {limits.max_files_per_zip} files: Alma takes at most "
+            f"{limits.max_zips_per_load} zips in one load"
+        )
+    sizes = [limits.users_per_file] * (files - 1) + [patrons - limits.users_per_file * (files - 1)]
+    per_zip = limits.max_files_per_zip
+    return [sizes[start : start + per_zip] for start in range(0, files, per_zip)]
+
+
+def write_zips(
+    users: Iterable[str],
+    patrons: int,
+    patron_type: str,
+    moment: dt.datetime,
+    directory: Path,
+    limits: AlmaLimits | None = None,
+    compresslevel: int = 6,
+) -> list[PackagedZip]:
+    """Write ``patrons`` rendered ``<user>`` elements into the zips of one type.
+
+    ``patrons`` is known beforehand (the selected rows), so a load over Alma's limits is
+    refused before anything is written. A zip over Alma's size limit is refused after writing,
+    still before anything is uploaded.
+    """
+    limits = limits or AlmaLimits()
+    plan = plan_files(patrons, limits)
+    stream = iter(users)
+    packaged: list[PackagedZip] = []
+    for name, file_sizes in zip(zip_names(patron_type, moment, len(plan)), plan, strict=True):
+        path = directory / f"{name}.zip"
+        xml_names = (
+            [f"{name}.xml"]
+            if len(file_sizes) == 1
+            else [f"{name}_{index:03d}.xml" for index in range(1, len(file_sizes) + 1)]
+        )
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as archive:
+            for xml_name, size in zip(xml_names, file_sizes, strict=True):
+                with archive.open(xml_name, "w", force_zip64=True) as entry:
+                    _write_xml(entry, stream, size)
+        packaged.append(PackagedZip(path, path.name, sum(file_sizes), tuple(xml_names)))
+        if path.stat().st_size > limits.max_zip_bytes:
+            raise PackagingError(
+                f"{path.name} is {path.stat().st_size} bytes: Alma takes zips of at most "
+                f"{limits.max_zip_bytes} bytes; lower users_per_file"
+            )
+    leftover = next(stream, None)
+    if leftover is not None:
+        raise PackagingError(f"more {patron_type} users than the {patrons} planned")
+    return packaged
+
+
+def _write_xml(entry, stream, count: int, batch: int = 2000) -> None:
+    """One XML document of ``count`` users, written in batches (UTF-8, no byte-order mark)."""
+    entry.write((XML_DECLARATION + USERS_OPEN).encode("utf-8"))
+    written = 0
+    while written < count:
+        chunk = []
+        for _ in range(min(batch, count - written)):
+            user = next(stream, None)
+            if user is None:
+                raise PackagingError(f"fewer users than the {count} planned for this file")
+            chunk.append(user)
+        chunk.append("")
+        entry.write("\n".join(chunk).encode("utf-8"))
+        written += len(chunk) - 1
+    entry.write(USERS_CLOSE.encode("utf-8"))
+
+
+def stale_keys(existing: Iterable[str], prefix: str, patron_type: str, keep: Iterable[str]) -> list[str]:
+    """Keys of ``{type}_*.zip`` directly under ``prefix`` that are not this run's set.
+
+    Alma renames what it has processed (the name no longer ends in ``.zip``): those stay.
+    """
+    keep = set(keep)
+    pattern = f"{patron_type}_*.zip"
+    folder = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    stale = []
+    for key in existing:
+        if not key.startswith(folder) or key in keep:
+            continue
+        name = key[len(folder) :]
+        if "/" not in name and fnmatch.fnmatchcase(name, pattern):
+            stale.append(key)
+    return sorted(stale)
+
+
+def object_key(prefix: str, name: str) -> str:
+    """``{prefix}/{name}``; no leading slash when the prefix is empty."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{name}" if prefix else name

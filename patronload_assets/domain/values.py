@@ -1,0 +1,95 @@
+"""Warehouse values to clean text (patron-rules.md §1, §8).
+
+Every warehouse value becomes either a trimmed string or ``None`` ("missing"). Characters that
+XML 1.0 forbids are removed here, once, and each repair is counted by kind so it can be reported.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+# C0 controls other than tab, newline and carriage return, the byte-order mark, lone surrogates
+# and the two non-characters XML 1.0 excludes.
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufeff\ud800-\udfff\ufffe\uffff]")
+
+REPAIR_CONTROL_CHARACTERS = "control_characters_removed"
+REPAIR_NON_TEXT = "non_text_values_converted"
+REPAIR_UNDECODABLE_BYTES = "undecodable_bytes_replaced"
+
+
+def to_text(value: object, repairs: Counter | None = None) -> str | None:
+    """The text the warehouse meant by ``value``; ``None`` when it is missing.
+
+    ``None``, ``''`` and whitespace-only values are missing. Integral numbers lose any ``.0``
+    (``10000948.0`` -> ``"10000948"``); dates become ISO text; bytes are decoded as UTF-8.
+    """
+    if value is None:
+        return None
+    if type(value) is not str:
+        value = _non_text_to_text(value, repairs)
+        if value is None:
+            return None
+    text = value.strip()
+    if not text:
+        return None
+    if _FORBIDDEN.search(text):
+        text = _FORBIDDEN.sub("", text).strip()
+        if repairs is not None:
+            repairs[REPAIR_CONTROL_CHARACTERS] += 1
+        if not text:
+            return None
+    return text
+
+
+def _non_text_to_text(value: object, repairs: Counter | None) -> str | None:
+    if isinstance(value, str):  # a str subclass
+        return str(value)
+    if isinstance(value, float) and value != value:  # NaN: pandas' missing value
+        return None
+    if repairs is not None:
+        repairs[REPAIR_NON_TEXT] += 1
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, decimal.Decimal):
+        if value.is_nan():
+            return None
+        if value.is_finite() and value == value.to_integral_value():
+            return str(int(value))
+        return format(value, "f")
+    if isinstance(value, _dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if repairs is not None:
+                repairs[REPAIR_UNDECODABLE_BYTES] += 1
+            return raw.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def clean_row(row: Mapping[str, object], repairs: Counter | None = None) -> dict[str, str | None]:
+    """Every value of ``row`` through :func:`to_text`."""
+    return {column: to_text(value, repairs) for column, value in row.items()}
+
+
+def kerberos_key(value: object) -> str | None:
+    """The patron's identity: the Kerberos name compared case-insensitively (§2)."""
+    text = to_text(value)
+    return text.upper() if text is not None else None
+
+
+def kerberos_keys(values: Iterable[object]) -> set[str]:
+    """The identities present among ``values``."""
+    return {key for key in map(kerberos_key, values) if key is not None}

@@ -1,0 +1,314 @@
+"""Resources: the warehouse, the bucket and the institution's data, production or embedded."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from dagster_aws.s3 import S3Resource
+from pydantic import Field, PrivateAttr
+
+from .domain.load import Institution
+from .domain.packaging import AlmaLimits
+from .domain.synthetic import create_warehouse
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SQL_DIR = PROJECT_DIR / "sql"
+
+
+def read_sql(name: str) -> str:
+    """A warehouse query from ``sql/``, as the DBA reviews it."""
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+# -- Warehouse ----------------------------------------------------------------------------------
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Where the two views are read from. Every value comes back as text or ``None``."""
+
+    fetch_batch_rows: int = Field(default=50_000, description="Rows fetched per round trip.")
+
+    @contextmanager
+    def cursor(self) -> Iterator:
+        raise NotImplementedError
+
+    def read_frame(self, sql: str) -> pd.DataFrame:
+        """The query's rows as text columns (object dtype, so ``None`` stays ``None``)."""
+        with self.cursor() as cursor:
+            cursor.execute(sql)
+            columns = [description[0].upper() for description in cursor.description]
+            frames = []
+            while batch := cursor.fetchmany(self.fetch_batch_rows):
+                frames.append(pd.DataFrame(batch, columns=columns, dtype=object))
+        if not frames:
+            return pd.DataFrame({column: pd.Series(dtype=object) for column in columns})
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def describe(self) -> str:
+        """One line for logs: what kind of warehouse, never a credential."""
+        raise NotImplementedError
+
+
+_thick_mode_lock = threading.Lock()
+
+
+def _init_thick_mode(lib_dir: str) -> None:
+    """Oracle's client library is initialised once per process (a second call raises)."""
+    import oracledb
+
+    with _thick_mode_lock:
+        if oracledb.is_thin_mode():
+            oracledb.init_oracle_client(lib_dir=lib_dir)
+
+
+def _text_output_handler(cursor, metadata):
+    """Fetch every column as text: no float or date coercion (``10000948`` stays ``10000948``)."""
+    import oracledb
+
+    if metadata.type_code in (oracledb.DB_TYPE_CLOB, oracledb.DB_TYPE_NCLOB):
+        return cursor.var(oracledb.DB_TYPE_LONG, arraysize=cursor.arraysize)
+    if metadata.type_code is not oracledb.DB_TYPE_VARCHAR:
+        return cursor.var(str, arraysize=cursor.arraysize)
+    return None
+
+
+class OracleWarehouse(Warehouse):
+    """The Data Warehouse through python-oracledb: thin mode, or thick with ``lib_dir``."""
+
+    user: str | None = None
+    password: str | None = None
+    host: str | None = None
+    port: str | None = "1521"
+    sid: str | None = None
+    service_name: str | None = None
+    connector_json: str | None = Field(
+        default=None,
+        description="Existing deployments' DATAWAREHOUSE_CLOUDCONNECTOR_JSON: USER, PASSWORD, "
+        "HOST, PORT, PATH (the SID).",
+    )
+    lib_dir: str | None = Field(default=None, description="Oracle Instant Client: thick mode.")
+    prefetch_rows: int = 50_000
+
+    def _settings(self) -> dict[str, str | None]:
+        settings = {
+            "user": self.user,
+            "password": self.password,
+            "host": self.host,
+            "port": self.port,
+            "sid": self.sid,
+            "service_name": self.service_name,
+        }
+        if self.connector_json:
+            try:
+                connector = json.loads(self.connector_json)
+            except json.JSONDecodeError:
+                # The message of the decode error would quote the secret: name the setting only.
+                raise ValueError("DATAWAREHOUSE_CLOUDCONNECTOR_JSON is not valid JSON") from None
+            for key, setting in (("USER", "user"), ("PASSWORD", "password"), ("HOST", "host"),
+                                 ("PORT", "port"), ("PATH", "sid")):  # fmt: skip
+                settings[setting] = settings[setting] or (
+                    str(connector[key]) if connector.get(key) is not None else None
+                )
+        return settings
+
+    def connect(self):
+        import oracledb
+
+        if self.lib_dir:
+            _init_thick_mode(self.lib_dir)
+        settings = self._settings()
+        missing = [name for name in ("user", "password", "host") if not settings[name]]
+        if not (settings["sid"] or settings["service_name"]):
+            missing.append("sid or service_name")
+        if missing:
+            raise ValueError(f"Oracle warehouse settings missing: {', '.join(missing)}")
+        where = (
+            {"service_name": settings["service_name"]}
+            if settings["service_name"]
+            else {"sid": settings["sid"]}
+        )
+        dsn = oracledb.makedsn(settings["host"], int(settings["port"] or 1521), **where)
+        connection = oracledb.connect(user=settings["user"], password=settings["password"], dsn=dsn)
+        connection.outputtypehandler = _text_output_handler
+        return connection
+
+    @contextmanager
+    def cursor(self) -> Iterator:
+        connection = self.connect()
+        try:
+            cursor = connection.cursor()
+            cursor.arraysize = self.fetch_batch_rows
+            cursor.prefetchrows = self.prefetch_rows
+            yield cursor
+        finally:
+            connection.close()
+
+    def server_version(self) -> str:
+        connection = self.connect()
+        try:
+            return connection.version
+        finally:
+            connection.close()
+
+    def describe(self) -> str:
+        return f"Oracle ({'thick' if self.lib_dir else 'thin'} mode)"
+
+
+class SqliteWarehouse(Warehouse):
+    """The embedded warehouse: a SQLite file, created with synthetic patrons when missing."""
+
+    path: str
+    synthetic_staff: int = 2_000
+    synthetic_students: int = 3_000
+
+    @contextmanager
+    def cursor(self) -> Iterator:
+        path = Path(self.path)
+        if not path.exists():
+            create_warehouse(path, self.synthetic_staff, self.synthetic_students)
+        # Read-only: a missing or broken file is an error, never a new empty warehouse.
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            yield connection.cursor()
+        finally:
+            connection.close()
+
+    def describe(self) -> str:
+        return f"embedded SQLite warehouse {Path(self.path).name}"
+
+
+# -- Bucket -------------------------------------------------------------------------------------
+
+
+class Bucket(dg.ConfigurableResource):
+    """Where Alma's integration profile picks up the zips: keys are ``{prefix}/{name}``."""
+
+    prefix: str = ""
+
+    def upload(self, path: Path, key: str) -> None:
+        raise NotImplementedError
+
+    def list_keys(self) -> list[str]:
+        """Every key under the prefix."""
+        raise NotImplementedError
+
+    def delete(self, keys: list[str]) -> None:
+        raise NotImplementedError
+
+    def url(self, key: str) -> str:
+        raise NotImplementedError
+
+
+class LocalBucket(Bucket):
+    """A folder standing in for the bucket."""
+
+    directory: str
+
+    def _path(self, key: str) -> Path:
+        return Path(self.directory) / key
+
+    def upload(self, path: Path, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Copied under a hidden name, then renamed: the key appears whole or not at all.
+        with (
+            open(path, "rb") as source,
+            tempfile.NamedTemporaryFile(dir=target.parent, prefix=".upload-", delete=False) as partial,
+        ):
+            shutil.copyfileobj(source, partial, 1 << 20)
+        os.replace(partial.name, target)
+        if target.stat().st_size != path.stat().st_size:
+            raise OSError(f"{key}: stored size differs from the file written")
+
+    def list_keys(self) -> list[str]:
+        root = Path(self.directory)
+        folder = root / self.prefix.strip("/")
+        if not folder.is_dir():
+            return []
+        return sorted(
+            path.relative_to(root).as_posix()
+            for path in folder.rglob("*")
+            if path.is_file() and not path.name.startswith(".upload-")
+        )
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+    def url(self, key: str) -> str:
+        return str(self._path(key).resolve())
+
+
+class S3Bucket(Bucket):
+    """An S3 bucket (or MinIO / a local S3 server through the S3 resource's endpoint)."""
+
+    bucket: str
+    s3: S3Resource
+    kms_key_id: str | None = None
+    _client: object = PrivateAttr(default=None)
+
+    def _get_client(self):
+        if self._client is None:
+            self._client = self.s3.get_client()
+        return self._client
+
+    def upload(self, path: Path, key: str) -> None:
+        encryption = (
+            {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+            if self.kms_key_id
+            else {"ServerSideEncryption": "AES256"}
+        )
+        client = self._get_client()
+        # A managed transfer: large files go up in parts, never read whole into memory.
+        client.upload_file(str(path), self.bucket, key, ExtraArgs=encryption)
+        stored = client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        if stored != path.stat().st_size:
+            raise OSError(f"s3://{self.bucket}/{key}: stored size differs from the file written")
+
+    def list_keys(self) -> list[str]:
+        prefix = self.prefix.strip("/")
+        paginator = self._get_client().get_paginator("list_objects_v2")
+        keys: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{prefix}/" if prefix else ""):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    def delete(self, keys: list[str]) -> None:
+        client = self._get_client()
+        for start in range(0, len(keys), 1000):  # the API's limit per request
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            response = client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if response.get("Errors"):
+                failed = ", ".join(error["Key"] for error in response["Errors"])
+                raise OSError(f"could not delete from s3://{self.bucket}: {failed}")
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+
+# -- Institution --------------------------------------------------------------------------------
+
+
+class InstitutionData(dg.ConfigurableResource):
+    """The institution's templates and department tables, and how files are cut for Alma."""
+
+    staff_departments_path: str | None = None
+    student_departments_path: str | None = None
+    template_dir: str | None = None
+    users_per_file: int = 50_000
+
+    def load(self) -> Institution:
+        return Institution.load(self.staff_departments_path, self.student_departments_path, self.template_dir)
+
+    def limits(self) -> AlmaLimits:
+        return AlmaLimits(users_per_file=self.users_per_file)

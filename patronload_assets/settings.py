@@ -1,0 +1,136 @@
+"""Which resources a deployment gets, decided by which settings are present.
+
+Only the *presence* of a variable is read here. Values reach resources through ``dg.EnvVar``, so
+the UI shows a variable's name, never its value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from .resources import (
+    PROJECT_DIR,
+    Bucket,
+    InstitutionData,
+    LocalBucket,
+    OracleWarehouse,
+    S3Bucket,
+    SqliteWarehouse,
+    Warehouse,
+)
+
+LOCAL_DIR = PROJECT_DIR / ".local"
+LOCAL_DEFAULTS = {
+    "LOCAL_WAREHOUSE_PATH": str(LOCAL_DIR / "warehouse.sqlite3"),
+    "LOCAL_BUCKET_DIR": str(LOCAL_DIR / "bucket"),
+    "LOCAL_OUTBOX_DIR": str(LOCAL_DIR / "outbox"),
+}
+PRODUCTION_WORKSPACES = ("stage", "prod")
+WAREHOUSE_SETTINGS = (
+    "DATA_WAREHOUSE_USER",
+    "DATA_WAREHOUSE_PASSWORD",
+    "DATA_WAREHOUSE_HOST",
+    "DATA_WAREHOUSE_PORT",
+)
+BUCKET_SETTINGS = ("S3_BUCKET_NAME", "S3_PREFIX")
+MAIL_SETTINGS = ("SES_RECIPIENT_EMAIL", "SES_SEND_FROM_EMAIL")
+
+
+class ConfigurationError(RuntimeError):
+    """A deployment that must not run as configured."""
+
+
+def _present(environ: Mapping[str, str], name: str) -> bool:
+    return bool(environ.get(name, "").strip())
+
+
+def _env(environ: Mapping[str, str], name: str):
+    """``EnvVar(name)`` when the variable is set, else ``None``."""
+    return dg.EnvVar(name) if _present(environ, name) else None
+
+
+def local_setting(environ: Mapping[str, str], name: str):
+    """A ``LOCAL_*`` location: the variable when set, else the project's ``.local`` folder."""
+    return dg.EnvVar(name) if _present(environ, name) else LOCAL_DEFAULTS[name]
+
+
+def workspace(environ: Mapping[str, str]) -> str:
+    return environ.get("WORKSPACE", "").strip().lower() or "dev"
+
+
+def missing_production_settings(environ: Mapping[str, str]) -> list[str]:
+    """Every production variable that is not set, by name."""
+    missing = []
+    if not _present(environ, "DATAWAREHOUSE_CLOUDCONNECTOR_JSON"):
+        missing += [name for name in WAREHOUSE_SETTINGS if not _present(environ, name)]
+        if not (_present(environ, "DATA_WAREHOUSE_SID") or _present(environ, "DATA_WAREHOUSE_SERVICE_NAME")):
+            missing.append("DATA_WAREHOUSE_SID (or DATA_WAREHOUSE_SERVICE_NAME)")
+    missing += [name for name in (*BUCKET_SETTINGS, *MAIL_SETTINGS) if not _present(environ, name)]
+    return missing
+
+
+def check_workspace(environ: Mapping[str, str]) -> None:
+    """In stage and prod, refuse to load with any production setting missing: synthetic data
+    must never reach a real bucket."""
+    name = workspace(environ)
+    if name in PRODUCTION_WORKSPACES:
+        missing = missing_production_settings(environ)
+        if missing:
+            raise ConfigurationError(
+                f"WORKSPACE={name} needs every production setting; missing: {', '.join(missing)}"
+            )
+
+
+def warehouse_resource(environ: Mapping[str, str]) -> Warehouse:
+    if _present(environ, "DATA_WAREHOUSE_HOST") or _present(environ, "DATAWAREHOUSE_CLOUDCONNECTOR_JSON"):
+        return OracleWarehouse(
+            user=_env(environ, "DATA_WAREHOUSE_USER"),
+            password=_env(environ, "DATA_WAREHOUSE_PASSWORD"),
+            host=_env(environ, "DATA_WAREHOUSE_HOST"),
+            port=_env(environ, "DATA_WAREHOUSE_PORT") or "1521",
+            sid=_env(environ, "DATA_WAREHOUSE_SID"),
+            service_name=_env(environ, "DATA_WAREHOUSE_SERVICE_NAME"),
+            connector_json=_env(environ, "DATAWAREHOUSE_CLOUDCONNECTOR_JSON"),
+            lib_dir=_env(environ, "ORACLE_LIB_DIR"),
+        )
+    return SqliteWarehouse(path=local_setting(environ, "LOCAL_WAREHOUSE_PATH"))
+
+
+def bucket_resource(environ: Mapping[str, str]) -> Bucket:
+    prefix = _env(environ, "S3_PREFIX") or ""
+    if _present(environ, "S3_BUCKET_NAME"):
+        return S3Bucket(
+            bucket=dg.EnvVar("S3_BUCKET_NAME"),
+            prefix=prefix,
+            kms_key_id=_env(environ, "S3_KMS_KEY_ID"),
+            s3=S3Resource(
+                endpoint_url=_env(environ, "S3_ENDPOINT_URL"),
+                region_name=_env(environ, "AWS_REGION") or _env(environ, "AWS_DEFAULT_REGION"),
+                aws_access_key_id=_env(environ, "AWS_ACCESS_KEY_ID"),
+                aws_secret_access_key=_env(environ, "AWS_SECRET_ACCESS_KEY"),
+                aws_session_token=_env(environ, "AWS_SESSION_TOKEN"),
+            ),
+        )
+    return LocalBucket(directory=local_setting(environ, "LOCAL_BUCKET_DIR"), prefix=prefix)
+
+
+def institution_resource(environ: Mapping[str, str]) -> InstitutionData:
+    return InstitutionData(
+        staff_departments_path=_env(environ, "STAFF_DEPARTMENTS_PATH"),
+        student_departments_path=_env(environ, "STUDENT_DEPARTMENTS_PATH"),
+        template_dir=_env(environ, "INSTITUTION_TEMPLATE_DIR"),
+    )
+
+
+def resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    environ = os.environ if environ is None else environ
+    check_workspace(environ)
+    return {
+        "warehouse": warehouse_resource(environ),
+        "bucket": bucket_resource(environ),
+        "institution": institution_resource(environ),
+    }

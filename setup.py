@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="patronload_assets",
+    version="1.0.0",
+    description="The daily load of staff and student records into Alma patron accounts.",
+    packages=find_packages(exclude=["patronload_assets_tests"]),
+    package_data={"patronload_assets": ["institution/*.xml", "institution/*.json"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "dagster>=1.13,<1.14",
+        "dagster-aws>=0.29,<0.30",
+        "oracledb>=3.0,<27",
+        "pandas>=2.2,<4",
+        "xmltodict>=0.14,<2",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "moto[server,s3,ses]>=5.1,<6",
+            "lxml>=5,<7",
+            "hypothesis>=6.100,<7",
+        ],
+        "dev": [
+            "dagster-webserver>=1.13,<1.14",
+            "ruff>=0.6,<1",
+        ],
+    },
+)
