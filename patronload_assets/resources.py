@@ -88,7 +88,7 @@ class OracleWarehouse(Warehouse):
     user: str | None = None
     password: str | None = None
     host: str | None = None
-    port: str | None = "1521"
+    port: str | None = None
     sid: str | None = None
     service_name: str | None = None
     connector_json: str | None = Field(

@@ -91,7 +91,7 @@ def warehouse_resource(environ: Mapping[str, str]) -> Warehouse:
             user=_env(environ, "DATA_WAREHOUSE_USER"),
             password=_env(environ, "DATA_WAREHOUSE_PASSWORD"),
             host=_env(environ, "DATA_WAREHOUSE_HOST"),
-            port=_env(environ, "DATA_WAREHOUSE_PORT") or "1521",
+            port=_env(environ, "DATA_WAREHOUSE_PORT"),
             sid=_env(environ, "DATA_WAREHOUSE_SID"),
             service_name=_env(environ, "DATA_WAREHOUSE_SERVICE_NAME"),
             connector_json=_env(environ, "DATAWAREHOUSE_CLOUDCONNECTOR_JSON"),

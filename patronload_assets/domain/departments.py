@@ -12,6 +12,10 @@ class DepartmentTableError(ValueError):
     """A department table that cannot be used as it is."""
 
 
+class _Pairs(list):
+    """A JSON object's (key, value) pairs in order, repeated keys included."""
+
+
 def load_department_table(path: str | Path) -> dict[str, str]:
     """Read a JSON object of ``{"code": "category", ...}``.
 
@@ -26,10 +30,10 @@ def load_department_table(path: str | Path) -> dict[str, str]:
     categories: dict[str, set[str]] = {}
     try:
         # Pairs, not a dict: a dict would hide the repeated codes.
-        pairs = json.loads(text, object_pairs_hook=list)
+        pairs = json.loads(text, object_pairs_hook=_Pairs)
     except json.JSONDecodeError as error:
         raise DepartmentTableError(f"department table {path} is not valid JSON: {error}") from error
-    if not isinstance(pairs, list):
+    if not isinstance(pairs, _Pairs):
         raise DepartmentTableError(f"department table {path} must be a JSON object of code: category")
     table: dict[str, str] = {}
     for raw_code, raw_category in pairs:

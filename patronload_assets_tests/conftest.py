@@ -1,0 +1,55 @@
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SHARED_DIR = PROJECT_DIR.parent / "shared"
+ALMA_DIR = SHARED_DIR / "alma"
+REFERENCE_DIR = SHARED_DIR / "reference"
+
+
+@pytest.fixture(scope="session")
+def users_schema() -> etree.XMLSchema:
+    """Alma's published schema for a <users> document."""
+    return etree.XMLSchema(etree.parse(str(ALMA_DIR / "rest_users.xsd")))
+
+
+def assert_valid_users(schema: etree.XMLSchema, xml: bytes) -> etree._Element:
+    document = etree.fromstring(xml)
+    if not schema.validate(document):
+        errors = "\n".join(str(error) for error in list(schema.error_log)[:10])
+        raise AssertionError(f"not valid against rest_users.xsd:\n{errors}")
+    return document
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's AWS server on a local port: boto3 talks to it over real HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_environment(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return os.environ

@@ -1,0 +1,101 @@
+"""Zips as Alma takes them (patron-rules.md §8): names, limits, sets of files, stale zips."""
+
+import datetime as dt
+import zipfile
+
+import pytest
+
+from patronload_assets.domain.packaging import (
+    AlmaLimits,
+    PackagingError,
+    object_key,
+    plan_files,
+    stale_keys,
+    write_zips,
+)
+
+MOMENT = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def users(count):
+    return (f"<user><primary_id>U{index}</primary_id></user>" for index in range(count))
+
+
+def test_one_zip_one_file_named_by_type_and_utc_time(tmp_path):
+    eastern = MOMENT.astimezone(dt.timezone(dt.timedelta(hours=-5)))
+    [packaged] = write_zips(users(3), 3, "staff", eastern, tmp_path)
+    assert packaged.name == "staff_2026-01-02_03.04.05.zip"
+    with zipfile.ZipFile(packaged.path) as archive:
+        assert archive.namelist() == ["staff_2026-01-02_03.04.05.xml"]
+        xml = archive.read("staff_2026-01-02_03.04.05.xml")
+    assert not xml.startswith(b"\xef\xbb\xbf")
+    assert xml.count(b"<user>") == 3 and xml.endswith(b"</users>\n")
+
+
+def test_users_split_over_files_and_zips(tmp_path):
+    limits = AlmaLimits(users_per_file=4, max_files_per_zip=2)
+    packaged = write_zips(users(19), 19, "student", MOMENT, tmp_path, limits)
+    assert [p.name for p in packaged] == [f"student_2026-01-02_03.04.05_{n:02d}.zip" for n in (1, 2, 3)]
+    assert [p.patrons for p in packaged] == [8, 8, 3]
+    seen = []
+    for p in packaged:
+        with zipfile.ZipFile(p.path) as archive:
+            assert archive.namelist() == list(p.xml_files)
+            for name in archive.namelist():
+                seen += [
+                    line for line in archive.read(name).decode().splitlines() if line.startswith("<user>")
+                ]
+    assert seen == list(users(19))
+    assert packaged[0].xml_files == (
+        "student_2026-01-02_03.04.05_01_001.xml",
+        "student_2026-01-02_03.04.05_01_002.xml",
+    )
+
+
+def test_streaming_a_generator_of_many_rows(tmp_path):
+    limits = AlmaLimits(users_per_file=25_000)
+    packaged = write_zips(users(60_000), 60_000, "staff", MOMENT, tmp_path, limits)
+    assert [len(p.xml_files) for p in packaged] == [3]
+    assert packaged[0].patrons == 60_000
+
+
+def test_a_load_over_almas_zip_count_is_refused_before_writing(tmp_path):
+    limits = AlmaLimits(users_per_file=1, max_files_per_zip=2, max_zips_per_load=3)
+    assert len(plan_files(6, limits)) == 3
+    with pytest.raises(PackagingError, match="at most 3 zips"):
+        write_zips(users(7), 7, "staff", MOMENT, tmp_path, limits)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_zip_over_almas_size_is_refused(tmp_path):
+    with pytest.raises(PackagingError, match="Alma takes zips of at most 100 bytes"):
+        write_zips(users(50), 50, "staff", MOMENT, tmp_path, AlmaLimits(max_zip_bytes=100))
+
+
+def test_fewer_or_more_users_than_planned_is_an_error(tmp_path):
+    with pytest.raises(PackagingError, match="fewer users"):
+        write_zips(users(2), 3, "staff", MOMENT, tmp_path / "")
+    with pytest.raises(PackagingError, match="more staff users"):
+        write_zips(users(4), 3, "staff", MOMENT, tmp_path)
+
+
+def test_stale_keys_are_the_types_other_zips_directly_under_the_prefix():
+    existing = [
+        "alma/staff_2026-01-01_05.00.00.zip",
+        "alma/staff_2026-01-02_03.04.05.zip",
+        "alma/staff_2025-12-31_05.00.00.zip.processed",  # renamed by Alma: left alone
+        "alma/student_2026-01-01_05.00.00.zip",
+        "alma/archive/staff_2020-01-01_05.00.00.zip",
+        "other/staff_2026-01-01_05.00.00.zip",
+        "alma/staffing.zip",
+    ]
+    assert stale_keys(existing, "alma", "staff", keep=["alma/staff_2026-01-02_03.04.05.zip"]) == [
+        "alma/staff_2026-01-01_05.00.00.zip"
+    ]
+    assert stale_keys(existing, "/alma/", "student", keep=[]) == ["alma/student_2026-01-01_05.00.00.zip"]
+    assert stale_keys(["staff_1.zip", "alma/staff_2.zip"], "", "staff", keep=[]) == ["staff_1.zip"]
+
+
+def test_object_keys():
+    assert object_key("alma/", "staff.zip") == "alma/staff.zip"
+    assert object_key("", "staff.zip") == "staff.zip"
