@@ -13,6 +13,7 @@ setup(
         "oracledb>=3.0,<27",
         "pandas>=2.2,<4",
         "xmltodict>=0.14,<2",
+        "sentry-sdk>=2,<3",
     ],
     extras_require={
         "test": [

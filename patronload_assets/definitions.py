@@ -1,13 +1,19 @@
+import os
+
 import dagster as dg
 
 from . import assets
 from .jobs import patronload_job
 from .schedules import daily_patronload
-from .settings import resources
+from .sensors import failure_report, success_report
+from .settings import init_sentry, resources
+
+init_sentry(os.environ)
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
     jobs=[patronload_job],
     schedules=[daily_patronload],
+    sensors=[success_report, failure_report],
     resources=resources(),
 )

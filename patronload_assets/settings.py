@@ -17,8 +17,11 @@ from .resources import (
     Bucket,
     InstitutionData,
     LocalBucket,
+    Mailer,
     OracleWarehouse,
+    OutboxMailer,
     S3Bucket,
+    SesMailer,
     SqliteWarehouse,
     Warehouse,
 )
@@ -126,6 +129,27 @@ def institution_resource(environ: Mapping[str, str]) -> InstitutionData:
     )
 
 
+def mailer_resource(environ: Mapping[str, str]) -> Mailer:
+    addressing = {
+        "workspace": _env(environ, "WORKSPACE") or "dev",
+        **(
+            {"recipients": dg.EnvVar("SES_RECIPIENT_EMAIL")}
+            if _present(environ, "SES_RECIPIENT_EMAIL")
+            else {}
+        ),
+        **({"sender": dg.EnvVar("SES_SEND_FROM_EMAIL")} if _present(environ, "SES_SEND_FROM_EMAIL") else {}),
+    }
+    if all(_present(environ, name) for name in MAIL_SETTINGS):
+        return SesMailer(
+            **addressing,
+            region_name=_env(environ, "SES_REGION")
+            or _env(environ, "AWS_REGION")
+            or _env(environ, "AWS_DEFAULT_REGION"),
+            endpoint_url=_env(environ, "SES_ENDPOINT_URL"),
+        )
+    return OutboxMailer(directory=local_setting(environ, "LOCAL_OUTBOX_DIR"), **addressing)
+
+
 def resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     environ = os.environ if environ is None else environ
     check_workspace(environ)
@@ -133,4 +157,16 @@ def resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "warehouse": warehouse_resource(environ),
         "bucket": bucket_resource(environ),
         "institution": institution_resource(environ),
+        "mailer": mailer_resource(environ),
     }
+
+
+def init_sentry(environ: Mapping[str, str]) -> None:
+    """With ``SENTRY_DSN`` set, errors go to Sentry tagged with the workspace. The DSN is read by
+    sentry_sdk from the environment itself, never copied into a definition."""
+    if not _present(environ, "SENTRY_DSN"):
+        return
+    import sentry_sdk
+
+    sentry_sdk.init(environment=workspace(environ))
+    sentry_sdk.set_tag("workspace", workspace(environ))
