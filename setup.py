@@ -21,6 +21,7 @@ setup(
             "moto[server,s3,ses]>=5.1,<6",
             "lxml>=5,<7",
             "hypothesis>=6.100,<7",
+            "dagster-webserver>=1.13,<1.14",  # dagster dev and its GraphQL client, for the daemon test
         ],
         "dev": [
             "dagster-webserver>=1.13,<1.14",

@@ -1,0 +1,119 @@
+"""The daemon path, end to end: a real `dagster dev`, a run launched over GraphQL as the UI does,
+and the report emails the sensors leave in the outbox."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from .conftest import PROJECT_DIR, free_port
+
+DAGSTER = Path(sys.executable).parent / "dagster"
+
+
+def wait_for(condition, timeout, what, interval=1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY"))
+    }
+    environment.update(
+        DAGSTER_HOME=str(home),
+        LOCAL_WAREHOUSE_PATH=str(tmp_path / "dw.sqlite3"),
+        LOCAL_BUCKET_DIR=str(tmp_path / "bucket"),
+        LOCAL_OUTBOX_DIR=str(tmp_path / "outbox"),
+    )
+    port = free_port()
+    log = open(tmp_path / "dagster-dev.log", "wb")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen(
+        [DAGSTER, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT_DIR,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # setsid: the whole process group is stopped at the end
+    )
+
+    def up():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return process.poll() is not None and pytest.fail(
+                (tmp_path / "dagster-dev.log").read_text()[-3000:]
+            )
+
+    try:
+        wait_for(up, 120, "the web server")
+        yield DagsterGraphQLClient("127.0.0.1", port_number=port), tmp_path
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        log.close()
+
+
+def launch(client: DagsterGraphQLClient) -> str:
+    return client.submit_job_execution(
+        "patronload_job", repository_location_name="patronload_assets", repository_name="__repository__"
+    )
+
+
+def finished(client, run_id):
+    status = client.get_run_status(run_id).value
+    return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+
+def emails_of(outbox: Path, run_id: str) -> list[Path]:
+    return sorted(outbox.glob(f"*{run_id}*.eml"))
+
+
+def test_launch_from_the_ui_path_reports_success_then_failure(dagster_dev):
+    client, folder = dagster_dev
+    outbox = folder / "outbox"
+
+    run_id = launch(client)
+    assert wait_for(lambda: finished(client, run_id), 240, "the first run") == "SUCCESS"
+    [report] = wait_for(lambda: emails_of(outbox, run_id), 150, "the success report")
+    text = report.read_text()
+    assert "Patronload file creation" in text and "failed" not in text.split("\n\n")[0]
+    zips = sorted(path.name for path in (folder / "bucket").rglob("*.zip"))
+    assert len(zips) == 2
+    for name in zips:
+        assert name in text
+
+    (folder / "dw.sqlite3").write_bytes(b"garbage, not a warehouse " * 200)
+    failed_run = launch(client)
+    assert wait_for(lambda: finished(client, failed_run), 240, "the second run") == "FAILURE"
+    [failure] = wait_for(lambda: emails_of(outbox, failed_run), 150, "the failure report")
+    text = failure.read_text()
+    assert "failed" in text.split("\n\n")[0]
+    assert "_rows" in text and "file is not a database" in text
+    # Exactly one email per run, and the old zips are still in the bucket.
+    time.sleep(5)
+    assert len(list(outbox.glob("*.eml"))) == 2
+    assert sorted(path.name for path in (folder / "bucket").rglob("*.zip")) == zips
