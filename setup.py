@@ -14,12 +14,12 @@ setup(
         "pandas>=2.2,<4",
         "xmltodict>=0.14,<2",
         "sentry-sdk>=2,<3",
+        "lxml>=5,<7",
     ],
     extras_require={
         "test": [
             "pytest>=8,<10",
             "moto[server,s3,ses]>=5.1,<6",
-            "lxml>=5,<7",
             "hypothesis>=6.100,<7",
             "dagster-webserver>=1.13,<1.14",  # dagster dev and its GraphQL client, for the daemon test
         ],

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
-from .domain import rules
+from .domain import checks, rules
 from .domain.load import STAFF, STUDENT, PatronType, build_zips
-from .domain.packaging import object_key, stale_keys
+from .domain.packaging import PackagingError, object_key, stale_keys
 from .domain.values import kerberos_keys
 from .resources import Bucket, InstitutionData, Warehouse, read_sql
 
@@ -58,6 +59,15 @@ def deduplicated_students(
         duplicate_reason=rules.DROPPED_DUPLICATE_STUDENT,
     )
     students = student_rows.iloc[selection.kept].reset_index(drop=True)
+    # An identifier a staff record already carries would be refused by Alma in the student file.
+    staff_selection = rules.select_patrons(
+        staff_rows["KRB_NAME_UPPERCASE"], duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
+    )
+    staff_identifiers = rules.claimed_identifiers(_records(staff_rows.iloc[staff_selection.kept]))
+    for column in rules.IDENTIFIER_COLUMNS:
+        used = students[column].map(lambda value: rules.is_claimed(value, staff_identifiers)).astype(bool)
+        students.loc[used, column] = None
+        selection.left_out[rules.IDENTIFIER_USED_BY_STAFF] += int(used.sum())
     context.log.info(
         f"{len(students)} of {len(student_rows)} student rows kept; left out: {_describe(selection.left_out)}"
     )
@@ -66,52 +76,136 @@ def deduplicated_students(
         metadata={
             "rows": len(students),
             "rows_read": len(student_rows),
-            **_counts(selection.left_out, rules.STUDENT_LEFT_OUT),
+            **_counts(selection.left_out, (*rules.STUDENT_LEFT_OUT, rules.IDENTIFIER_USED_BY_STAFF)),
         },
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"s3", "xml"})
+class ZipConfig(dg.Config):
+    """Run config of a zip asset (the launchpad's ``ops: {staff_zip: {config: ...}}``)."""
+
+    allow_shrink: bool = Field(
+        default=False,
+        description="Upload even if the patron count dropped more than max_drop_share since the last "
+        "load. A deliberate one-run override, logged: check the drop is real first.",
+    )
+    max_drop_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="The largest drop from the last load that uploads without override.",
+    )
+
+
+def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheckSpec]:
+    names = [checks.SCHEMA, checks.SHRINK, checks.LIMITS, checks.UNKNOWN_DEPARTMENTS, checks.REPAIRS]
+    if patron_type is STUDENT:
+        names.append(checks.USER_GROUPS)
+    return [
+        dg.AssetCheckSpec(
+            name, asset=asset_name, blocking=name in checks.BLOCKING, description=CHECK_DESCRIPTIONS[name]
+        )
+        for name in names
+    ]
+
+
+CHECK_DESCRIPTIONS = {
+    checks.SCHEMA: "Every user valid against Alma's user schema (ALMA_USER_XSD) and the load's structural "
+    "rules; no repeated identifier. Blocks the upload.",
+    checks.SHRINK: "The patron count did not drop more than max_drop_share from the last load. "
+    "Blocks the upload.",
+    checks.LIMITS: "Alma's limits: 4 GB a zip, 50 XML files a zip, 20 zips a load. Blocks the upload.",
+    checks.UNKNOWN_DEPARTMENTS: "Department codes the institution's table does not know (warning).",
+    checks.REPAIRS: "Values repaired on the way: control characters, non-text values, cut lengths (warning).",
+    checks.USER_GROUPS: "Students the rules give no user group (warning).",
+}
+
+
+@dg.asset(group_name=GROUP, kinds={"s3", "xml"}, check_specs=_check_specs("staff_zip", STAFF))
 def staff_zip(
     context: dg.AssetExecutionContext,
+    config: ZipConfig,
     staff_rows: pd.DataFrame,
     bucket: Bucket,
     institution: InstitutionData,
-) -> dg.MaterializeResult:
-    """The staff zip in the bucket Alma polls."""
+):
+    """The staff zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
     selection = rules.select_patrons(
         staff_rows["KRB_NAME_UPPERCASE"], duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
     )
     staff = staff_rows.iloc[selection.kept]
-    return _publish(context, STAFF, staff, selection.left_out, bucket, institution)
+    yield from _publish(context, config, STAFF, staff, selection.left_out, bucket, institution)
 
 
-@dg.asset(group_name=GROUP, kinds={"s3", "xml"})
+@dg.asset(group_name=GROUP, kinds={"s3", "xml"}, check_specs=_check_specs("student_zip", STUDENT))
 def student_zip(
     context: dg.AssetExecutionContext,
+    config: ZipConfig,
     deduplicated_students: pd.DataFrame,
     bucket: Bucket,
     institution: InstitutionData,
-) -> dg.MaterializeResult:
-    """The student zip in the bucket Alma polls."""
-    return _publish(context, STUDENT, deduplicated_students, Counter(), bucket, institution)
+):
+    """The student zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
+    yield from _publish(context, config, STUDENT, deduplicated_students, Counter(), bucket, institution)
+
+
+def _previous_patrons(context: dg.AssetExecutionContext) -> int | None:
+    """The patron count of this type's last successful load on this instance."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    entry = (
+        event.asset_materialization.metadata.get("patrons") if event and event.asset_materialization else None
+    )
+    return int(entry.value) if entry is not None else None
 
 
 def _publish(
     context: dg.AssetExecutionContext,
+    config: ZipConfig,
     patron_type: PatronType,
     rows: pd.DataFrame,
     left_out: Counter,
     bucket: Bucket,
     institution: InstitutionData,
-) -> dg.MaterializeResult:
-    """Build a type's zips, upload them, then (and only then) remove the type's stale zips."""
+):
+    """Build a type's zips, check them, upload them, then (and only then) remove stale zips."""
     moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    limits = institution.limits()
     with tempfile.TemporaryDirectory(prefix=f"patronload-{patron_type.name}-") as scratch:
-        result = build_zips(
-            _records(rows), len(rows), patron_type, institution.load(), moment, Path(scratch),
-            institution.limits(),
-        )  # fmt: skip
+        try:
+            result = build_zips(
+                _records(rows), len(rows), patron_type, institution.load(), moment, Path(scratch), limits
+            )
+        except PackagingError as refusal:
+            outcomes = [checks.check_limits([], limits, refused=str(refusal))]
+            result = None
+        else:
+            outcomes = [
+                checks.check_limits(result.zips, limits),
+                checks.check_schema(result.zips, institution.alma_user_xsd),
+                checks.check_shrink(
+                    patron_type.name,
+                    result.patrons,
+                    _previous_patrons(context),
+                    config.max_drop_share,
+                    config.allow_shrink,
+                ),
+                *checks.informational(patron_type.name, result.counts, result.unknown_departments),
+            ]
+        for outcome in outcomes:
+            yield dg.AssetCheckResult(
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
+                description=outcome.description,
+                metadata=outcome.metadata,
+            )
+        blocked = [outcome for outcome in outcomes if outcome.blocking and not outcome.passed]
+        if blocked:
+            reasons = "; ".join(f"{outcome.name} check failed: {outcome.description}" for outcome in blocked)
+            context.log.error(f"{patron_type.name} zip not uploaded, the previous one stays: {reasons}")
+            raise dg.Failure(description=f"{patron_type.name} zip held back: {reasons}")
+        if config.allow_shrink:
+            context.log.warning(f"allow_shrink set for this run: {outcomes[2].description}")
         keys = []
         for packaged in result.zips:
             key = object_key(bucket.prefix, packaged.name)
@@ -131,7 +225,7 @@ def _publish(
         f"{result.patrons} {patron_type.name} patrons; left out: {_describe(left_out)}; "
         f"other counts: {_describe(result.counts)}; unknown department codes: {', '.join(unknown) or 'none'}"
     )
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "keys": keys,
             "key": dg.MetadataValue.path(keys[0]) if len(keys) == 1 else ", ".join(keys),

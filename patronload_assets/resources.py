@@ -308,6 +308,9 @@ class InstitutionData(dg.ConfigurableResource):
     student_departments_path: str | None = None
     template_dir: str | None = None
     users_per_file: int = 50_000
+    alma_user_xsd: str | None = Field(
+        default=None, description="Alma's rest_user.xsd: every user is validated by it before upload."
+    )
 
     def load(self) -> Institution:
         return Institution.load(self.staff_departments_path, self.student_departments_path, self.template_dir)

@@ -126,6 +126,7 @@ def institution_resource(environ: Mapping[str, str]) -> InstitutionData:
         staff_departments_path=_env(environ, "STAFF_DEPARTMENTS_PATH"),
         student_departments_path=_env(environ, "STUDENT_DEPARTMENTS_PATH"),
         template_dir=_env(environ, "INSTITUTION_TEMPLATE_DIR"),
+        alma_user_xsd=_env(environ, "ALMA_USER_XSD"),
     )
 
 

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 
-from .values import clean_row, kerberos_key
+from .values import clean_row, kerberos_key, to_text
 
 # §1 Sources: the columns of the two warehouse views, in order.
 STAFF_COLUMNS = (
@@ -55,6 +55,10 @@ GRADUATE_YEARS = frozenset("Gg")
 CROSS_REGISTERED_DEPARTMENTS = frozenset({"NIU", "NIV", "NIW", "NIT", "NIR", "NIH"})
 
 # Counted in metadata; the codes themselves are listed in RunContext.unknown_departments.
+IDENTIFIER_FIELDS = ("mit_id", "barcode")
+IDENTIFIER_COLUMNS = ("MIT_ID", "LIBRARY_ID")
+IDENTIFIER_REPEATED = "identifier_left_out_repeated"
+IDENTIFIER_USED_BY_STAFF = "identifier_left_out_used_by_staff"
 DEPARTMENT_MISSING = "department_missing"
 DEPARTMENT_UNKNOWN = "department_unknown"
 STUDENT_WITHOUT_USER_GROUP = "student_without_user_group"
@@ -114,6 +118,9 @@ def alma_date(day: dt.date) -> str:
     return f"{day.isoformat()}Z"
 
 
+_INTEGRAL_TEXT = re.compile(r"\d+\.0+")
+
+
 @dataclass
 class RunContext:
     """What every record of one run shares, and what the run learns while building."""
@@ -134,6 +141,8 @@ class RunContext:
             self.counts[DEPARTMENT_MISSING] += 1
             return fallback
         found = table.get(code)
+        if found is None and _INTEGRAL_TEXT.fullmatch(code):  # "10000948.0": a number stored as text
+            found = table.get(code.split(".")[0])
         if found is None:
             self.counts[DEPARTMENT_UNKNOWN] += 1
             self.unknown_departments[code] += 1
@@ -148,9 +157,44 @@ def preferred_part(preferred: str | None, legal: str | None) -> str:
     return preferred
 
 
+def identifiers(row: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Identifier 02 (MIT ID) and 01 (barcode, unless the literal ``NONE``)."""
+    barcode = row["LIBRARY_ID"]
+    return {"mit_id": row["MIT_ID"], "barcode": None if barcode == "NONE" else barcode}
+
+
+def claim_identifiers(fields: dict[str, str | None], claimed: set[str], counts: Counter) -> None:
+    """Leave out an identifier whose value an earlier identifier (of this user or another
+    already written) has: Alma refuses a repeated identifier. The user is kept."""
+    for name in IDENTIFIER_FIELDS:
+        value = fields[name]
+        if value is None:
+            continue
+        key = value.upper()
+        if key in claimed:
+            fields[name] = None
+            counts[IDENTIFIER_REPEATED] += 1
+        else:
+            claimed.add(key)
+
+
+def claimed_identifiers(rows: Iterable[Mapping[str, object]]) -> set[str]:
+    """The identifiers the given rows (in load order) will carry: what staff already hold when
+    students are built."""
+    claimed: set[str] = set()
+    for row in rows:
+        claim_identifiers(identifiers(clean_row(row)), claimed, Counter())
+    return claimed
+
+
+def is_claimed(value: object, claimed: Set[str]) -> bool:
+    """Whether a raw identifier value is one of ``claimed``."""
+    text = to_text(value)
+    return text is not None and text.upper() in claimed
+
+
 def common_fields(row: Mapping[str, str | None], context: RunContext) -> dict[str, str | None]:
     first, middle, last = row["LEGAL_FIRST_NAME"], row["LEGAL_MIDDLE_NAME"], row["LEGAL_LAST_NAME"]
-    barcode = row["LIBRARY_ID"]
     return {
         "kerberos_name": row["KRB_NAME_UPPERCASE"],
         "first_name": first or "",
@@ -162,8 +206,7 @@ def common_fields(row: Mapping[str, str | None], context: RunContext) -> dict[st
         "expiry_date": context.expiry_date,
         "purge_date": context.purge_date,
         "email": row["EMAIL_ADDRESS"],
-        "mit_id": row["MIT_ID"],
-        "barcode": None if barcode == "NONE" else barcode,
+        **identifiers(row),
     }
 
 
@@ -236,7 +279,11 @@ def patron_fields(
     fields_of,
     context: RunContext,
 ) -> Iterator[dict[str, str | None]]:
-    """Clean each selected row (counting repairs in ``context.counts``) and derive its fields."""
+    """Clean each selected row (counting repairs in ``context.counts``), derive its fields and
+    leave out identifiers already used in this file."""
     counts = context.counts
+    claimed: set[str] = set()
     for row in rows:
-        yield fields_of(clean_row(row, counts), context)
+        fields = fields_of(clean_row(row, counts), context)
+        claim_identifiers(fields, claimed, counts)
+        yield fields
