@@ -190,7 +190,7 @@ def test_values_are_escaped_and_cut_to_the_schema_length(users_schema):
         staff_row(LEGAL_FIRST_NAME=name, LIBRARY_PERSON_TYPE="A & B", LIBRARY_PERSON_TYPE_CODE="01"), run
     )
     xml = template.render(fields, repairs)
-    user = assert_valid_users(users_schema, f"<users>{xml}</users>".encode())[0]
+    user = assert_valid_users(users_schema, b"<users>" + xml + b"</users>")[0]
     assert user.findtext("first_name") == name[:255]
     assert user.find("user_group").get("desc") == "A & B"
     assert repairs[alma_xml.REPAIR_TRUNCATED] == 1
@@ -212,6 +212,7 @@ def test_contact_info_is_written_in_schema_order_whatever_the_template_order():
         "</phone_types></phone></phones><emails/><addresses/></contact_info></user>"
     )
     xml = template.render({"id": "A", "phone": "1"}, Counter())
+    assert xml.startswith(b"<user><primary_id>A</primary_id>")
     assert [child.tag for child in etree.fromstring(xml).find("contact_info")] == [
         "addresses",
         "emails",

@@ -63,7 +63,7 @@ def test_any_row_is_a_valid_user_or_a_named_rejection(patron_type, users_schema)
             template.render(fields, run.counts)
             for fields in rules.patron_fields(kept, patron_type.fields_of, run)
         ]
-        document = assert_valid_users(users_schema, f"<users>{''.join(users)}</users>".encode())
+        document = assert_valid_users(users_schema, b"<users>" + b"".join(users) + b"</users>")
         for user in document:
             assert not checks.structural_problems(user)
         values = [value.text for value in document.iterfind("user/user_identifiers/user_identifier/value")]

@@ -18,7 +18,7 @@ MOMENT = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 def users(count):
-    return (f"<user><primary_id>U{index}</primary_id></user>" for index in range(count))
+    return (f"<user><primary_id>U{index}</primary_id></user>".encode() for index in range(count))
 
 
 def test_one_zip_one_file_named_by_type_and_utc_time(tmp_path):
@@ -42,9 +42,7 @@ def test_users_split_over_files_and_zips(tmp_path):
         with zipfile.ZipFile(p.path) as archive:
             assert archive.namelist() == list(p.xml_files)
             for name in archive.namelist():
-                seen += [
-                    line for line in archive.read(name).decode().splitlines() if line.startswith("<user>")
-                ]
+                seen += [line for line in archive.read(name).splitlines() if line.startswith(b"<user>")]
     assert seen == list(users(19))
     assert packaged[0].xml_files == (
         "student_2026-01-02_03.04.05_01_001.xml",

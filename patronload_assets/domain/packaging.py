@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import itertools
 import math
 import zipfile
 from collections.abc import Iterable
@@ -71,15 +72,15 @@ def plan_files(patrons: int, limits: AlmaLimits) -> list[list[int]]:
 
 
 def write_zips(
-    users: Iterable[str],
+    users: Iterable[bytes],
     patrons: int,
     patron_type: str,
     moment: dt.datetime,
     directory: Path,
     limits: AlmaLimits | None = None,
-    compresslevel: int = 6,
+    compresslevel: int = 1,
 ) -> list[PackagedZip]:
-    """Write ``patrons`` rendered ``<user>`` elements into the zips of one type.
+    """Write ``patrons`` rendered ``<user>`` elements (UTF-8) into the zips of one type.
 
     ``patrons`` is known beforehand (the selected rows), so a load over Alma's limits is
     refused before anything is written. A zip over Alma's size limit is refused after writing,
@@ -113,18 +114,15 @@ def write_zips(
 
 
 def _write_xml(entry, stream, count: int, batch: int = 2000) -> None:
-    """One XML document of ``count`` users, written in batches (UTF-8, no byte-order mark)."""
+    """One XML document of ``count`` users (UTF-8 bytes), written in batches; no byte-order mark."""
     entry.write((XML_DECLARATION + USERS_OPEN).encode("utf-8"))
     written = 0
     while written < count:
-        chunk = []
-        for _ in range(min(batch, count - written)):
-            user = next(stream, None)
-            if user is None:
-                raise PackagingError(f"fewer users than the {count} planned for this file")
-            chunk.append(user)
-        chunk.append("")
-        entry.write("\n".join(chunk).encode("utf-8"))
+        chunk = list(itertools.islice(stream, min(batch, count - written)))
+        if len(chunk) < min(batch, count - written):
+            raise PackagingError(f"fewer users than the {count} planned for this file")
+        chunk.append(b"")
+        entry.write(b"\n".join(chunk))
         written += len(chunk) - 1
     entry.write(USERS_CLOSE.encode("utf-8"))
 
