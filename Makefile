@@ -17,6 +17,9 @@ test: $(VENV)/.installed-test $(VENV)/.installed-dev ## install the test extra a
 dev: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## web UI and daemon on localhost:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+bench: $(VENV)/.installed-dev ## build rate, and the whole lineage on N patrons per type (N=200000)
+	$(BIN)/python -m patronload_assets_tests.bench --lineage $${N:-200000}
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check patronload_assets patronload_assets_tests
 	$(BIN)/ruff format --check patronload_assets patronload_assets_tests

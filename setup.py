@@ -15,6 +15,7 @@ setup(
         "xmltodict>=0.14,<2",
         "sentry-sdk>=2,<3",
         "lxml>=5,<7",
+        "isal>=1.6,<2",
     ],
     extras_require={
         "test": [

@@ -95,6 +95,14 @@ def _escape(value: str, special: re.Pattern) -> str:
     return special.sub(lambda match: _ESCAPES[match.group()], value)
 
 
+def _fix(value: str, limit: int | None, special: re.Pattern, repairs: Counter) -> str:
+    """A value cut to its element's schema length (counted), then escaped."""
+    if limit is not None and len(value) > limit:
+        value = value[:limit]
+        repairs[REPAIR_TRUNCATED] += 1
+    return _escape(value, special)
+
+
 class TemplateError(ValueError):
     """An institution template the writer cannot use."""
 
@@ -115,7 +123,10 @@ class UserTemplate:
             raise TemplateError(f"{source} must have <user> as its root element")
         self.source = source
         self.fields: set[str] = set()
-        self._render = _compile(_merge(self._element("user", document["user"], in_segment=False)), source)
+        self._limits: list[int] = []
+        nodes = _merge(self._element("user", document["user"], in_segment=False))
+        # A record whose values together are no longer than the shortest limit has none to cut.
+        self._render = _compile(nodes, source, shortest=min(self._limits, default=1 << 30))
 
     @classmethod
     def from_file(cls, path: str | Path) -> UserTemplate:
@@ -178,6 +189,7 @@ class UserTemplate:
             self.fields.add(name)
         if limit is not None and names:
             limit = max(0, (limit - sum(map(len, statics))) // len(names))
+            self._limits.append(limit)
         nodes: list = []
         for index, static in enumerate(statics):
             if static:
@@ -214,13 +226,13 @@ def _merge(nodes: list) -> list:
     return merged
 
 
-def _generate(nodes: list, lines: list[str], depth: int, marks: list[int]) -> None:
+def _generate(nodes: list, lines: list[str], depth: int, marks: list[int], careful: bool) -> None:
     """Python statements that write ``nodes`` as UTF-8: the template becomes straight-line code.
 
     Neighbouring pieces go into ``o`` in one ``+=`` of a tuple: static text as bytes constants,
-    each value cut, escaped and encoded into a local first. Everything taken from the template
-    enters the source through ``repr``, and placeholder names are ``\\w+``: an institution's
-    template is data, never code.
+    values encoded; ``careful`` code first cuts and escapes each value. Everything taken from the
+    template enters the source through ``repr``, and placeholder names are ``\\w+``: an
+    institution's template is data, never code.
     """
     pad = "    " * depth
     run: list[str] = []
@@ -236,14 +248,17 @@ def _generate(nodes: list, lines: list[str], depth: int, marks: list[int]) -> No
             run.append(repr(node.encode("utf-8")))
             return
         _, name, limit, special = node
+        if not careful:
+            run.append(f"f[{name!r}].encode()")
+            return
         local = f"v{len(marks)}"
         marks.append(0)
-        lines.append(f"{pad}{local} = f[{name!r}]")
-        if limit is not None:
-            lines.extend([f"{pad}if len({local}) > {limit}:", f"{pad}    {local} = {local}[:{limit}]"])
-            lines.append(f"{pad}    r[TRUNCATED] += 1")
         kind = "text" if special is _TEXT_SPECIAL else "attribute"
-        lines.append(f"{pad}{local} = {local} if {kind}_special({local}) is None else escape_{kind}({local})")
+        lines.append(f"{pad}{local} = f[{name!r}]")
+        # One test for the rare cases (too long, or a character to escape); the fix is a call.
+        too_long = f"len({local}) > {limit} or " if limit is not None else ""
+        lines.append(f"{pad}if {too_long}{kind}_special({local}):")
+        lines.append(f"{pad}    {local} = fix_{kind}({local}, {limit}, r)")
         run.append(f"{local}.encode()")
 
     for node in nodes:
@@ -256,9 +271,9 @@ def _generate(nodes: list, lines: list[str], depth: int, marks: list[int]) -> No
             conditions += [f"f[{name!r}]" for name in non_empty]
             if conditions:
                 lines.append(f"{pad}if {' and '.join(conditions)}:")
-                _generate(inner, lines, depth + 1, marks)
+                _generate(inner, lines, depth + 1, marks, careful)
             else:
-                _generate(inner, lines, depth, marks)
+                _generate(inner, lines, depth, marks, careful)
         else:  # _LIST: "<name" + attributes, then ">" segments "</name>", or "/>" with none
             _, opening, name, segments = node
             for part in opening:
@@ -268,22 +283,32 @@ def _generate(nodes: list, lines: list[str], depth: int, marks: list[int]) -> No
             marks.append(0)
             lines += [f"{pad}{mark} = len(o)", f"{pad}o.append(b'>')"]
             for segment in segments:
-                _generate(segment, lines, depth, marks)
+                _generate(segment, lines, depth, marks, careful)
             lines += [f"{pad}if len(o) == {mark} + 1:", f"{pad}    o[{mark}] = b'/>'", f"{pad}else:"]
             lines.append(f"{pad}    o.append({f'</{name}>'.encode()!r})")
     flush()
 
 
-def _compile(nodes: list, source: str):
-    lines = ["def render(f, r):", "    o = []"]
-    _generate(nodes, lines, 1, [])
-    lines.append("    return b''.join(o)")
+def _compile(nodes: list, source: str, shortest: int):
+    """The render function: a fast variant for a record with no value to cut or escape (most),
+    a careful one for the rest."""
+    lines = []
+    for name, careful in (("careful", True), ("fast", False)):
+        lines += [f"def {name}(f, r):", "    o = []"]
+        _generate(nodes, lines, 1, [], careful)
+        lines.append("    return b''.join(o)")
+    lines += [
+        "def render(f, r):",
+        "    text = ''.join(filter(None, f.values()))",
+        f"    if len(text) <= {shortest} and attribute_special(text) is None:",
+        "        return fast(f, r)",
+        "    return careful(f, r)",
+    ]
     namespace = {
-        "TRUNCATED": REPAIR_TRUNCATED,
         "text_special": _TEXT_SPECIAL.search,
         "attribute_special": _ATTRIBUTE_SPECIAL.search,
-        "escape_text": lambda value: _escape(value, _TEXT_SPECIAL),
-        "escape_attribute": lambda value: _escape(value, _ATTRIBUTE_SPECIAL),
+        "fix_text": lambda value, limit, repairs: _fix(value, limit, _TEXT_SPECIAL, repairs),
+        "fix_attribute": lambda value, limit, repairs: _fix(value, limit, _ATTRIBUTE_SPECIAL, repairs),
     }
     exec(compile("\n".join(lines), f"<template {source}>", "exec"), namespace)  # noqa: S102
     return namespace["render"]

@@ -95,7 +95,7 @@ def clean_row(row: Mapping[str, object], repairs: Counter | None = None) -> dict
         else:
             slow = True
             break
-    if slow or _FORBIDDEN.search("".join(value for value in cleaned.values() if value)):
+    if slow or _FORBIDDEN.search("".join(filter(None, cleaned.values()))):
         return {column: to_text(value, repairs) for column, value in row.items()}
     return cleaned
 

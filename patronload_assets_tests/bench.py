@@ -1,0 +1,103 @@
+"""`make bench`: how fast the load is, measured, never asserted.
+
+1. The domain's build rate: synthetic rows in memory to zipped XML, one core, best of three.
+2. The whole lineage from the command line (`dagster asset materialize`) on a generated SQLite
+   warehouse of N patrons per type: wall time, and the peak memory of the largest process.
+
+    python -m patronload_assets_tests.bench [--domain N] [--lineage N] [--skip-lineage]
+"""
+
+import argparse
+import datetime as dt
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from patronload_assets.domain import synthetic
+from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def domain_rate(patrons: int, repeats: int = 3) -> None:
+    institution = Institution.load()
+    moment = dt.datetime.now(dt.UTC)
+    for patron_type in (STAFF, STUDENT):
+        generated = (
+            synthetic.staff_rows(patrons)
+            if patron_type is STAFF
+            else synthetic.student_rows(patrons, patrons)
+        )
+        rows = [dict(zip(patron_type.columns, row, strict=True)) for row in generated]
+        best = float("inf")
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as scratch:
+                started = time.process_time()
+                result = build_zips(rows, len(rows), patron_type, institution, moment, Path(scratch))
+                best = min(best, time.process_time() - started)
+                size = sum(packaged.size for packaged in result.zips)
+        print(
+            f"domain {patron_type.name:7s}: {patrons:,} patrons in {best:.2f} s CPU "
+            f"= {patrons / best:,.0f} patrons/s on one core ({size / patrons:.0f} zipped bytes a patron)"
+        )
+
+
+def lineage(patrons: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="patronload-bench-") as scratch:
+        folder = Path(scratch)
+        started = time.perf_counter()
+        synthetic.create_warehouse(folder / "dw.sqlite3", patrons, patrons)
+        print(
+            f"warehouse: {patrons:,} staff + {patrons:,} students generated in {time.perf_counter() - started:.0f} s"
+        )
+        (folder / "home").mkdir()
+        shutil.copy(PROJECT_DIR / "dagster.yaml", folder / "home" / "dagster.yaml")
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE"))
+        }
+        environment.update(
+            DAGSTER_HOME=str(folder / "home"),
+            LOCAL_WAREHOUSE_PATH=str(folder / "dw.sqlite3"),
+            LOCAL_BUCKET_DIR=str(folder / "bucket"),
+            LOCAL_OUTBOX_DIR=str(folder / "outbox"),
+        )
+        command = [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "patronload_assets",
+                   "--select", "*"]  # fmt: skip
+        started = time.perf_counter()
+        completed = subprocess.run(command, cwd=PROJECT_DIR, env=environment, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        # ru_maxrss of waited-for descendants: the largest single process of the run (KiB on Linux).
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if completed.returncode != 0:
+            print(completed.stderr[-4000:])
+            raise SystemExit("the lineage failed")
+        zips = sorted((folder / "bucket").rglob("*.zip"))
+        print(
+            f"lineage: {patrons:,} staff + {patrons:,} students through `dagster asset materialize` in "
+            f"{wall:.1f} s wall, peak memory of the largest process {peak:,.0f} MiB; "
+            f"{len(zips)} zips, {sum(path.stat().st_size for path in zips) / 1e6:,.1f} MB"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--domain", type=int, default=100_000, help="patrons per type for the build rate")
+    parser.add_argument("--lineage", type=int, default=200_000, help="patrons per type for the whole lineage")
+    parser.add_argument("--skip-lineage", action="store_true")
+    arguments = parser.parse_args()
+    domain_rate(arguments.domain)
+    if not arguments.skip_lineage:
+        lineage(arguments.lineage)
+
+
+if __name__ == "__main__":
+    main()
