@@ -52,9 +52,8 @@ def lineage(patrons: int) -> None:
         folder = Path(scratch)
         started = time.perf_counter()
         synthetic.create_warehouse(folder / "dw.sqlite3", patrons, patrons)
-        print(
-            f"warehouse: {patrons:,} staff + {patrons:,} students generated in {time.perf_counter() - started:.0f} s"
-        )
+        generated = time.perf_counter() - started
+        print(f"warehouse: {patrons:,} staff + {patrons:,} students generated in {generated:.0f} s")
         (folder / "home").mkdir()
         shutil.copy(PROJECT_DIR / "dagster.yaml", folder / "home" / "dagster.yaml")
         environment = {
