@@ -310,3 +310,34 @@ def test_structural_rules_name_each_problem():
         "empty value": 1,
         "first_name over 255 characters": 1,
     }
+
+
+def test_schema_check_reads_every_user_and_samples_beyond_the_full_check(tmp_path):
+    rows = [dict(zip(STAFF.columns, row, strict=True)) for row in synthetic.staff_rows(300)]
+    selection = rules.select_patrons(
+        [row["KRB_NAME_UPPERCASE"] for row in rows], duplicate_reason="duplicate"
+    )
+    kept = [rows[position] for position in selection.kept]
+    from patronload_assets.domain.load import Institution, build_zips
+
+    moment = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    result = build_zips(kept, len(kept), STAFF, Institution.load(), moment, tmp_path)
+    outcome = checks.check_schema(result.zips, full_check_users=100, sample_every=10)
+    assert outcome.passed, outcome.description
+    assert outcome.metadata["users_checked"] == len(kept)
+    assert outcome.metadata["users_parsed_and_checked_by_every_rule"] == 100 + (len(kept) - 100) // 10
+
+    # A repeated identifier far past the full check is still caught: that rule reads every user.
+    import zipfile
+
+    [packaged] = result.zips
+    with zipfile.ZipFile(packaged.path) as archive:
+        xml = archive.read(packaged.xml_files[0]).splitlines()
+    first_value = xml[2].split(b"<value>")[1].split(b"</value>")[0]
+    last = xml[-2]
+    start = last.index(b"<value>") + len(b"<value>")
+    xml[-2] = last[:start] + first_value + last[last.index(b"</value>", start) :]
+    with zipfile.ZipFile(packaged.path, "w") as archive:
+        archive.writestr(packaged.xml_files[0], b"\n".join(xml))
+    outcome = checks.check_schema(result.zips, full_check_users=100, sample_every=10)
+    assert not outcome.passed and outcome.metadata["problems"] == {"repeated identifier": 1}

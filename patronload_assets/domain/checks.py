@@ -11,7 +11,7 @@ import datetime as dt
 import re
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,19 +22,17 @@ SCHEMA, SHRINK, LIMITS = "schema", "shrink", "limits"
 UNKNOWN_DEPARTMENTS, USER_GROUPS, REPAIRS = "unknown_departments", "user_groups", "repairs"
 BLOCKING = (SCHEMA, SHRINK, LIMITS)
 
-DATE_ELEMENTS = frozenset(
-    {
-        "birth_date",
-        "expiry_date",
-        "purge_date",
-        "status_date",
-        "last_patron_activity_date",
-        "start_date",
-        "end_date",
-    }
+DATE_ELEMENTS = (
+    "birth_date",
+    "expiry_date",
+    "purge_date",
+    "status_date",
+    "last_patron_activity_date",
+    "start_date",
+    "end_date",
 )
-BOOLEAN_ELEMENTS = frozenset({"is_researcher", "user_viewable", "popup_note"})
-PROTECTED_CODES = frozenset({"user_group", "job_category", "user_title", "campus_code", "preferred_language"})
+BOOLEAN_ELEMENTS = ("is_researcher", "user_viewable", "popup_note")
+PROTECTED_CODES = ("user_group", "job_category", "user_title", "campus_code", "preferred_language")
 REQUIRED_CHILDREN = {
     "email": ("email_address", "email_types"),
     "phone": ("phone_number", "phone_types"),
@@ -42,10 +40,20 @@ REQUIRED_CHILDREN = {
     "user_identifier": ("id_type", "value"),
     "user_statistic": ("statistic_category",),
 }
-NON_EMPTY = frozenset({"primary_id", "email_address", "phone_number", "value", "id_type"})
+NON_EMPTY = ("primary_id", "email_address", "phone_number", "value", "id_type")
 PREFERRED_LISTS = ("addresses", "emails", "phones")
-_XSD_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?")
 EXAMPLES = 10
+BLOCK_BYTES = 8 << 20
+FULL_CHECK_USERS = 200_000  # per type: every user through every rule; beyond, 1 in SAMPLE_EVERY
+SAMPLE_EVERY = 50
+
+_XSD_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?")
+
+
+_FORBIDDEN_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbb\xbf|\xef\xbf[\xbe\xbf]")
+_IDENTIFIER = re.compile(rb"<user_identifier(?: [^>]*)?>(.*?)</user_identifier>", re.DOTALL)
+_IDENTIFIER_VALUE = re.compile(rb"<value>([^<]*)</value>")
+_EMPTY_IDENTIFIER = (b"<value></value>", b"<value/>")
 
 
 @dataclass
@@ -63,22 +71,6 @@ class Outcome:
 
 
 # -- schema -------------------------------------------------------------------------------------
-
-
-def _users(zips: Iterable[PackagedZip]) -> Iterator[tuple[str, int, object]]:
-    """(file name, position, <user> element) for every user, streamed: memory stays flat."""
-    from lxml import etree
-
-    for packaged in zips:
-        with zipfile.ZipFile(packaged.path) as archive:
-            for name in packaged.xml_files:
-                with archive.open(name) as stream:
-                    parsed = etree.iterparse(stream, events=("end",), tag="user", huge_tree=True)
-                    for position, (_, user) in enumerate(parsed, start=1):
-                        yield name, position, user
-                        user.clear(keep_tail=False)
-                        while user.getprevious() is not None:
-                            del user.getparent()[0]
 
 
 def structural_problems(user) -> list[str]:
@@ -133,51 +125,94 @@ def _is_xsd_date(text: str) -> bool:
     return True
 
 
-def check_schema(zips: list[PackagedZip], xsd_path: str | Path | None = None) -> Outcome:
-    """Every user valid: by the project's structural rules, and by Alma's XSD when one is given.
+def _lines(packaged: PackagedZip, name: str) -> Iterator[bytes]:
+    """The file's lines (the writer puts one ``<user>`` a line), streamed: memory stays flat."""
+    with zipfile.ZipFile(packaged.path) as archive, archive.open(name) as stream:
+        pending = b""
+        while block := stream.read(BLOCK_BYTES):
+            lines = (pending + block).split(b"\n")
+            pending = lines.pop()
+            yield from lines
+        if pending:
+            yield pending
 
-    Identifiers are also checked across the whole type: Alma refuses a repeated one.
+
+def check_schema(
+    zips: list[PackagedZip],
+    xsd_path: str | Path | None = None,
+    full_check_users: int = FULL_CHECK_USERS,
+    sample_every: int = SAMPLE_EVERY,
+) -> Outcome:
+    """Users valid for Alma, checked in the zips as written.
+
+    Every user: no character XML forbids, no empty identifier, no identifier repeated in the type.
+    Every user up to ``full_check_users`` per type, and one in ``sample_every`` beyond: parsed,
+    the project's structural rules, and Alma's XSD when one is given. (A full parse costs about
+    100 microseconds a user here: every user of a daily load, a sample of a million-user one.)
     """
     from lxml import etree
 
     schema = etree.XMLSchema(etree.parse(str(xsd_path))) if xsd_path else None
     problems: Counter = Counter()
     examples: list[str] = []
-    identifiers: set[str] = set()
-    users = 0
-    try:
-        for name, position, user in _users(zips):
-            users += 1
-            found = structural_problems(user)
-            for value in user.iterfind("user_identifiers/user_identifier/value"):
-                key = (value.text or "").strip().upper()
-                if key in identifiers:
-                    found.append("repeated identifier")
-                identifiers.add(key)
-            if schema is not None and not schema.validate(user):
-                found += [f"XSD: {error.message.split(':')[0]}" for error in schema.error_log][:3]
-            for problem in found:
-                problems[problem] += 1
-                if len(examples) < EXAMPLES:
-                    examples.append(f"{name} user {position}: {problem}")
-    except etree.XMLSyntaxError as error:  # not well-formed: nothing in it can be trusted
-        problems["XML not well-formed"] += 1
-        examples.append(str(error))
+    identifiers: set[bytes] = set()
+    users = parsed = 0
+
+    def problem(where: str, kind: str) -> None:
+        problems[kind] += 1
+        if len(examples) < EXAMPLES:
+            examples.append(f"{where}: {kind}")
+
+    for packaged in zips:
+        for name in packaged.xml_files:
+            lines = _lines(packaged, name)
+            if (
+                next(lines, b"") != b'<?xml version="1.0" encoding="utf-8"?>'
+                or next(lines, b"") != b"<users>"
+            ):
+                problem(name, "not an Alma users document")
+            for line in lines:
+                if not line.startswith(b"<user>"):
+                    if line != b"</users>":
+                        problem(name, "unexpected content between users")
+                    continue
+                users += 1
+                where = f"{name} user {users}"
+                if _FORBIDDEN_BYTES.search(line):
+                    problem(where, "character XML forbids")
+                if any(empty in line for empty in _EMPTY_IDENTIFIER):
+                    problem(where, "empty identifier")
+                for segment in _IDENTIFIER.findall(line):
+                    for value in _IDENTIFIER_VALUE.findall(segment):
+                        key = value.strip().upper()
+                        if key in identifiers:
+                            problem(where, "repeated identifier")
+                        identifiers.add(key)
+                if users > full_check_users and users % sample_every:
+                    continue
+                parsed += 1
+                try:
+                    user = etree.fromstring(line)
+                except etree.XMLSyntaxError as error:
+                    problem(where, f"not well-formed: {error.msg}")
+                    continue
+                for kind in structural_problems(user):
+                    problem(where, kind)
+                if schema is not None and not schema.validate(user):
+                    problem(where, f"XSD: {schema.error_log.last_error.message.split(':')[0]}")
     metadata = {
         "users_checked": users,
+        "users_parsed_and_checked_by_every_rule": parsed,
         "xsd": Path(xsd_path).name if xsd_path else "none (structural rules only)",
         "problems": dict(problems),
         "examples": examples,
     }
     if problems:
+        summary = "; ".join(f"{kind} ({count})" for kind, count in problems.most_common(5))
         return Outcome(
-            SCHEMA,
-            False,
-            f"{sum(problems.values())} problem(s) in {users} users: "
-            + "; ".join(f"{kind} ({count})" for kind, count in problems.most_common(5)),
-            metadata,
+            SCHEMA, False, f"{sum(problems.values())} problem(s) in {users} users: {summary}", metadata
         )
-    return Outcome(SCHEMA, True, f"{users} users valid", metadata)
+    return Outcome(SCHEMA, True, f"{users} users valid ({parsed} parsed and checked by every rule)", metadata)
 
 
 # -- shrink -------------------------------------------------------------------------------------
