@@ -341,3 +341,36 @@ def test_schema_check_reads_every_user_and_samples_beyond_the_full_check(tmp_pat
         archive.writestr(packaged.xml_files[0], b"\n".join(xml))
     outcome = checks.check_schema(result.zips, full_check_users=100, sample_every=10)
     assert not outcome.passed and outcome.metadata["problems"] == {"repeated identifier": 1}
+
+
+EMPTY_IDENTIFIER = b"<user_identifier><value/></user_identifier>"
+
+
+@pytest.mark.parametrize(
+    ("damage", "kind"),
+    [
+        (lambda line: line.replace(b"<first_name>", b"<first_name>\x01", 1), "character XML forbids"),
+        (lambda line: line.replace(b"</user_identifiers>", EMPTY_IDENTIFIER + b"</user_identifiers>"), "empty identifier"),
+        (lambda line: line.replace(b"</first_name>", b"</first_nam>", 1), "not well-formed"),
+    ],
+)  # fmt: skip
+def test_schema_check_finds_damage_in_the_file(tmp_path, damage, kind):
+    import zipfile
+
+    from patronload_assets.domain.load import Institution, build_zips
+
+    rows = [dict(zip(STAFF.columns, row, strict=True)) for row in synthetic.staff_rows(50)]
+    kept = [
+        rows[p]
+        for p in rules.select_patrons([r["KRB_NAME_UPPERCASE"] for r in rows], duplicate_reason="d").kept
+    ]
+    moment = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    [packaged] = build_zips(kept, len(kept), STAFF, Institution.load(), moment, tmp_path).zips
+    with zipfile.ZipFile(packaged.path) as archive:
+        lines = archive.read(packaged.xml_files[0]).split(b"\n")
+    lines[5] = damage(lines[5])
+    with zipfile.ZipFile(packaged.path, "w") as archive:
+        archive.writestr(packaged.xml_files[0], b"\n".join(lines))
+    outcome = checks.check_schema([packaged])
+    assert not outcome.passed
+    assert any(found.startswith(kind) for found in outcome.metadata["problems"]), outcome.metadata["problems"]

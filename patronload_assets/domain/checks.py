@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lxml import etree
+
 from . import alma_xml, rules, values
 from .packaging import AlmaLimits, PackagedZip
 
@@ -50,10 +52,13 @@ SAMPLE_EVERY = 50
 _XSD_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?")
 
 
-_FORBIDDEN_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbb\xbf|\xef\xbf[\xbe\xbf]")
+_C0 = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_FORBIDDEN_SEQUENCES = (b"\xef\xbb\xbf", b"\xef\xbf\xbe", b"\xef\xbf\xbf")  # BOM, U+FFFE, U+FFFF
 _IDENTIFIER = re.compile(rb"<user_identifier(?: [^>]*)?>(.*?)</user_identifier>", re.DOTALL)
 _IDENTIFIER_VALUE = re.compile(rb"<value>([^<]*)</value>")
 _EMPTY_IDENTIFIER = (b"<value></value>", b"<value/>")
+_SUSPECT_SEQUENCES = (*_FORBIDDEN_SEQUENCES, *_EMPTY_IDENTIFIER)
+XML_HEADER = b'<?xml version="1.0" encoding="utf-8"?>'
 
 
 @dataclass
@@ -71,6 +76,22 @@ class Outcome:
 
 
 # -- schema -------------------------------------------------------------------------------------
+
+
+_VALUE_TAGS = (*NON_EMPTY, *DATE_ELEMENTS, *BOOLEAN_ELEMENTS, *PROTECTED_CODES)
+
+
+_LONG_TEXT = etree.XPath(
+    f"descendant-or-self::*[not(*)][string-length(text()) > {alma_xml.DEFAULT_MAX_LENGTH}]"
+)
+_LONG_SHORT_LIMITED = [
+    etree.XPath(f"descendant::{name}[string-length(text()) > {limit}]")
+    for name, limit in alma_xml.MAX_LENGTH.items()
+    if limit is not None and limit < alma_xml.DEFAULT_MAX_LENGTH
+]
+_LONG_ATTRIBUTES = etree.XPath(
+    f"descendant-or-self::*/@*[string-length(.) > {alma_xml.ATTRIBUTE_MAX_LENGTH}]"
+)
 
 
 def structural_problems(user) -> list[str]:
@@ -92,25 +113,30 @@ def structural_problems(user) -> list[str]:
             segments = contact_info.find(list_name)
             if segments is not None and sum(s.get("preferred") == "true" for s in segments) > 1:
                 problems.append(f"more than one preferred in {list_name}")
-    for element in user.iter():
+    for segment in user.iter(*REQUIRED_CHILDREN):
+        for child in REQUIRED_CHILDREN[segment.tag]:
+            if segment.find(child) is None:
+                problems.append(f"{segment.tag} without {child}")
+    for element in user.iter(*_VALUE_TAGS):
         tag, text = element.tag, (element.text or "").strip()
-        for child in REQUIRED_CHILDREN.get(tag, ()):
-            if element.find(child) is None:
-                problems.append(f"{tag} without {child}")
-        if tag in NON_EMPTY and len(element) == 0 and not text:
+        if tag in NON_EMPTY:
+            if len(element) == 0 and not text:
+                problems.append(f"empty {tag}")
+        elif tag in DATE_ELEMENTS:
+            if not _is_xsd_date(text):
+                problems.append(f"{tag} not a date")
+        elif tag in BOOLEAN_ELEMENTS:
+            if text not in ("true", "false", "1", "0"):
+                problems.append(f"{tag} not a boolean")
+        elif not text:  # a protected code
             problems.append(f"empty {tag}")
-        elif tag in DATE_ELEMENTS and not _is_xsd_date(text):
-            problems.append(f"{tag} not a date")
-        elif tag in BOOLEAN_ELEMENTS and text not in ("true", "false", "1", "0"):
-            problems.append(f"{tag} not a boolean")
-        elif tag in PROTECTED_CODES and not text:
-            problems.append(f"empty {tag}")
-        limit = alma_xml.MAX_LENGTH.get(tag, alma_xml.DEFAULT_MAX_LENGTH)
-        if limit is not None and len(element) == 0 and len(element.text or "") > limit:
-            problems.append(f"{tag} over {limit} characters")
-        for value in element.attrib.values():
-            if len(value) > alma_xml.ATTRIBUTE_MAX_LENGTH:
-                problems.append(f"{tag} attribute over {alma_xml.ATTRIBUTE_MAX_LENGTH} characters")
+    # Lengths through XPath (C): only the rare long values reach Python.
+    for element in [*_LONG_TEXT(user), *(found for xpath in _LONG_SHORT_LIMITED for found in xpath(user))]:
+        limit = alma_xml.MAX_LENGTH.get(element.tag, alma_xml.DEFAULT_MAX_LENGTH)
+        if limit is not None and len(element.text or "") > limit:
+            problems.append(f"{element.tag} over {limit} characters")
+    if _LONG_ATTRIBUTES(user):
+        problems.append(f"attribute over {alma_xml.ATTRIBUTE_MAX_LENGTH} characters")
     return problems
 
 
@@ -125,16 +151,25 @@ def _is_xsd_date(text: str) -> bool:
     return True
 
 
-def _lines(packaged: PackagedZip, name: str) -> Iterator[bytes]:
-    """The file's lines (the writer puts one ``<user>`` a line), streamed: memory stays flat."""
+def _blocks(packaged: PackagedZip, name: str) -> Iterator[bytes]:
+    """The file in blocks of whole lines (the writer puts one ``<user>`` a line), streamed:
+    memory stays flat however large the file."""
     with zipfile.ZipFile(packaged.path) as archive, archive.open(name) as stream:
         pending = b""
         while block := stream.read(BLOCK_BYTES):
-            lines = (pending + block).split(b"\n")
-            pending = lines.pop()
-            yield from lines
+            block = pending + block
+            end = block.rfind(b"\n") + 1
+            pending = block[end:]
+            if end:
+                yield block[:end]
         if pending:
             yield pending
+
+
+def _suspect(block: bytes) -> bool:
+    """Whether a block may hold a forbidden character or an empty identifier: one C-speed scan
+    of the whole block, so only a suspect block is looked at line by line."""
+    return bool(_C0.search(block)) or any(sequence in block for sequence in _SUSPECT_SEQUENCES)
 
 
 def check_schema(
@@ -150,8 +185,6 @@ def check_schema(
     the project's structural rules, and Alma's XSD when one is given. (A full parse costs about
     100 microseconds a user here: every user of a daily load, a sample of a million-user one.)
     """
-    from lxml import etree
-
     schema = etree.XMLSchema(etree.parse(str(xsd_path))) if xsd_path else None
     problems: Counter = Counter()
     examples: list[str] = []
@@ -165,41 +198,43 @@ def check_schema(
 
     for packaged in zips:
         for name in packaged.xml_files:
-            lines = _lines(packaged, name)
-            if (
-                next(lines, b"") != b'<?xml version="1.0" encoding="utf-8"?>'
-                or next(lines, b"") != b"<users>"
-            ):
+            header, users_before = b"", users
+            for block in _blocks(packaged, name):
+                suspect = _suspect(block)
+                for line in block.split(b"\n"):
+                    if not line.startswith(b"<user>"):
+                        if users == users_before:
+                            header += line + b"\n"
+                        elif line not in (b"</users>", b""):
+                            problem(name, "unexpected content between users")
+                        continue
+                    users += 1
+                    where = f"{name} user {users}"
+                    if suspect:
+                        if _C0.search(line) or any(sequence in line for sequence in _FORBIDDEN_SEQUENCES):
+                            problem(where, "character XML forbids")
+                        if any(empty in line for empty in _EMPTY_IDENTIFIER):
+                            problem(where, "empty identifier")
+                    for segment in _IDENTIFIER.findall(line):
+                        for value in _IDENTIFIER_VALUE.findall(segment):
+                            key = value.strip().upper()
+                            if key in identifiers:
+                                problem(where, "repeated identifier")
+                            identifiers.add(key)
+                    if users > full_check_users and users % sample_every:
+                        continue
+                    parsed += 1
+                    try:
+                        user = etree.fromstring(line)
+                    except etree.XMLSyntaxError as error:
+                        problem(where, f"not well-formed: {error.msg}")
+                        continue
+                    for kind in structural_problems(user):
+                        problem(where, kind)
+                    if schema is not None and not schema.validate(user):
+                        problem(where, f"XSD: {schema.error_log.last_error.message.split(':')[0]}")
+            if not header.startswith(XML_HEADER + b"\n<users>"):
                 problem(name, "not an Alma users document")
-            for line in lines:
-                if not line.startswith(b"<user>"):
-                    if line != b"</users>":
-                        problem(name, "unexpected content between users")
-                    continue
-                users += 1
-                where = f"{name} user {users}"
-                if _FORBIDDEN_BYTES.search(line):
-                    problem(where, "character XML forbids")
-                if any(empty in line for empty in _EMPTY_IDENTIFIER):
-                    problem(where, "empty identifier")
-                for segment in _IDENTIFIER.findall(line):
-                    for value in _IDENTIFIER_VALUE.findall(segment):
-                        key = value.strip().upper()
-                        if key in identifiers:
-                            problem(where, "repeated identifier")
-                        identifiers.add(key)
-                if users > full_check_users and users % sample_every:
-                    continue
-                parsed += 1
-                try:
-                    user = etree.fromstring(line)
-                except etree.XMLSyntaxError as error:
-                    problem(where, f"not well-formed: {error.msg}")
-                    continue
-                for kind in structural_problems(user):
-                    problem(where, kind)
-                if schema is not None and not schema.validate(user):
-                    problem(where, f"XSD: {schema.error_log.last_error.message.split(':')[0]}")
     metadata = {
         "users_checked": users,
         "users_parsed_and_checked_by_every_rule": parsed,
