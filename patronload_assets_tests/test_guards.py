@@ -343,14 +343,14 @@ def test_schema_check_reads_every_user_and_samples_beyond_the_full_check(tmp_pat
     assert not outcome.passed and outcome.metadata["problems"] == {"repeated identifier": 1}
 
 
-EMPTY_IDENTIFIER = b"<user_identifier><value/></user_identifier>"
+EMPTY_IDENTIFIER = b"<user_identifier><value/></user_identifier></user_identifiers>"
 
 
 @pytest.mark.parametrize(
     ("damage", "kind"),
     [
         (lambda line: line.replace(b"<first_name>", b"<first_name>\x01", 1), "character XML forbids"),
-        (lambda line: line.replace(b"</user_identifiers>", EMPTY_IDENTIFIER + b"</user_identifiers>"), "empty identifier"),
+        (lambda line: line.replace(b"</user_identifiers>", EMPTY_IDENTIFIER), "empty identifier"),
         (lambda line: line.replace(b"</first_name>", b"</first_nam>", 1), "not well-formed"),
     ],
 )  # fmt: skip
