@@ -12,6 +12,7 @@ setup(
         "dagster-aws>=0.29,<0.30",
         "oracledb>=3.0,<27",
         "pandas>=2.2,<4",
+        "pyarrow>=15,<27",
         "xmltodict>=0.14,<2",
         "sentry-sdk>=2,<3",
         "lxml>=5,<7",

@@ -4,13 +4,13 @@ record counts, codes and keys as metadata (never a name, email, phone or address
 import datetime as dt
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from . import frames
 from .domain import checks, rules
 from .domain.load import STAFF, STUDENT, PatronType, build_zips
 from .domain.packaging import PackagingError, object_key, stale_keys
@@ -20,20 +20,15 @@ from .resources import Bucket, InstitutionData, Warehouse, read_sql
 GROUP = "patronload"
 
 
-def _records(frame: pd.DataFrame) -> Iterator[dict[str, object]]:
-    columns = list(frame.columns)
-    for values in frame.itertuples(index=False, name=None):
-        yield dict(zip(columns, values, strict=True))
-
-
 def _read_view(context: dg.AssetExecutionContext, warehouse: Warehouse, patron_type: PatronType):
-    frame = warehouse.read_frame(read_sql(patron_type.name))
+    repairs: Counter = Counter()
+    frame = warehouse.read_frame(read_sql(patron_type.name), repairs)
     missing = [column for column in patron_type.columns if column not in frame.columns]
     if missing:
         raise ValueError(f"the {patron_type.name} query returned no {', '.join(missing)} column")
     frame = frame[list(patron_type.columns)]
     context.log.info(f"{len(frame)} {patron_type.name} rows read from the {warehouse.describe()}")
-    return dg.Output(frame, metadata={"rows": len(frame), "columns": len(frame.columns)})
+    return dg.Output(frame, metadata={"rows": len(frame), "columns": len(frame.columns), **_counts(repairs)})
 
 
 @dg.asset(group_name=GROUP, kinds={"sql", "pandas"})
@@ -54,20 +49,20 @@ def deduplicated_students(
 ) -> dg.Output[pd.DataFrame]:
     """Students with a Kerberos name that is not already staff, one row each (first wins)."""
     selection = rules.select_patrons(
-        student_rows["KRB_NAME_UPPERCASE"],
-        already_loaded=kerberos_keys(staff_rows["KRB_NAME_UPPERCASE"]),
+        frames.column(student_rows, "KRB_NAME_UPPERCASE"),
+        already_loaded=kerberos_keys(frames.column(staff_rows, "KRB_NAME_UPPERCASE")),
         duplicate_reason=rules.DROPPED_DUPLICATE_STUDENT,
     )
     students = student_rows.iloc[selection.kept].reset_index(drop=True)
     # An identifier a staff record already carries would be refused by Alma in the student file.
     staff_selection = rules.select_patrons(
-        staff_rows["KRB_NAME_UPPERCASE"], duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
+        frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
     )
-    staff_identifiers = rules.claimed_identifiers(_records(staff_rows.iloc[staff_selection.kept]))
-    for column in rules.IDENTIFIER_COLUMNS:
-        used = students[column].map(lambda value: rules.is_claimed(value, staff_identifiers)).astype(bool)
-        students.loc[used, column] = None
-        selection.left_out[rules.IDENTIFIER_USED_BY_STAFF] += int(used.sum())
+    staff_identifiers = rules.claimed_identifiers(frames.records(staff_rows.iloc[staff_selection.kept]))
+    for name in rules.IDENTIFIER_COLUMNS:
+        used = [rules.is_claimed(value, staff_identifiers) for value in frames.column(students, name)]
+        students.loc[pd.Series(used, dtype=bool), name] = None
+        selection.left_out[rules.IDENTIFIER_USED_BY_STAFF] += sum(used)
     context.log.info(
         f"{len(students)} of {len(student_rows)} student rows kept; left out: {_describe(selection.left_out)}"
     )
@@ -131,7 +126,7 @@ def staff_zip(
 ):
     """The staff zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
     selection = rules.select_patrons(
-        staff_rows["KRB_NAME_UPPERCASE"], duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
+        frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
     )
     staff = staff_rows.iloc[selection.kept]
     yield from _publish(context, config, STAFF, staff, selection.left_out, bucket, institution)
@@ -173,7 +168,13 @@ def _publish(
     with tempfile.TemporaryDirectory(prefix=f"patronload-{patron_type.name}-") as scratch:
         try:
             result = build_zips(
-                _records(rows), len(rows), patron_type, institution.load(), moment, Path(scratch), limits
+                frames.records(rows),
+                len(rows),
+                patron_type,
+                institution.load(),
+                moment,
+                Path(scratch),
+                limits,
             )
         except PackagingError as refusal:
             outcomes = [checks.check_limits([], limits, refused=str(refusal))]

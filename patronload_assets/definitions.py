@@ -3,6 +3,7 @@ import os
 import dagster as dg
 
 from . import assets
+from .frames import ArrowFrameIOManager
 from .jobs import patronload_job
 from .schedules import daily_patronload
 from .sensors import failure_report, success_report
@@ -15,5 +16,5 @@ defs = dg.Definitions(
     jobs=[patronload_job],
     schedules=[daily_patronload],
     sensors=[success_report, failure_report],
-    resources=resources(),
+    resources={**resources(), "io_manager": ArrowFrameIOManager()},
 )

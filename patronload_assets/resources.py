@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
@@ -22,6 +23,7 @@ from pydantic import Field, PrivateAttr
 from .domain.load import Institution
 from .domain.packaging import AlmaLimits
 from .domain.synthetic import create_warehouse
+from .frames import frame_from_batches
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SQL_DIR = PROJECT_DIR / "sql"
@@ -44,17 +46,13 @@ class Warehouse(dg.ConfigurableResource):
     def cursor(self) -> Iterator:
         raise NotImplementedError
 
-    def read_frame(self, sql: str) -> pd.DataFrame:
-        """The query's rows as text columns (object dtype, so ``None`` stays ``None``)."""
+    def read_frame(self, sql: str, repairs: Counter) -> pd.DataFrame:
+        """The query's rows as Arrow-backed text columns, fetched in batches."""
         with self.cursor() as cursor:
             cursor.execute(sql)
             columns = [description[0].upper() for description in cursor.description]
-            frames = []
-            while batch := cursor.fetchmany(self.fetch_batch_rows):
-                frames.append(pd.DataFrame(batch, columns=columns, dtype=object))
-        if not frames:
-            return pd.DataFrame({column: pd.Series(dtype=object) for column in columns})
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            batches = iter(lambda: cursor.fetchmany(self.fetch_batch_rows), [])
+            return frame_from_batches(columns, batches, repairs)
 
     def describe(self) -> str:
         """One line for logs: what kind of warehouse, never a credential."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -12,9 +13,9 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from patronload_assets import assets
+from patronload_assets import assets, frames
 from patronload_assets.domain import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse
+from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse, read_sql
 
 from .conftest import PROJECT_DIR, REFERENCE_DIR, assert_valid_users
 
@@ -105,7 +106,8 @@ def test_whole_lineage_into_s3(warehouse_path, s3, moto_endpoint, users_schema, 
 def test_rows_are_text_exactly_as_stored(warehouse_path, tmp_path):
     result = materialize(warehouse_path, LocalBucket(directory=str(tmp_path)))
     frame = result.output_for_node("staff_rows")
-    values = {value for column in frame.columns for value in frame[column]}
+    assert all(str(dtype) == "string[pyarrow]" for dtype in frame.dtypes)  # compact, not Python objects
+    values = {value for name in frame.columns for value in frames.column(frame, name)}
     assert all(value is None or isinstance(value, str) for value in values)
     assert any(value == "" for value in values)  # empty stays empty for the domain to judge
 
@@ -210,3 +212,27 @@ def test_command_line_materialize_with_settings(tmp_path):
     # Course 6 is "UH" in the reference table given by path, another category in the shipped one.
     assert json.loads((REFERENCE_DIR / "student_departments.json").read_text())["6"] == "UH"
     assert b">UH</statistic_category>" in students
+
+
+def test_frames_between_assets_are_arrow_files_readable_by_their_owner_only(warehouse_path, tmp_path):
+    storage = tmp_path / "storage"
+    result = dg.materialize(
+        ALL_ASSETS,
+        resources={
+            "warehouse": SqliteWarehouse(path=str(warehouse_path)),
+            "bucket": LocalBucket(directory=str(tmp_path / "bucket")),
+            "institution": InstitutionData(),
+            "io_manager": frames.ArrowFrameIOManager(base_dir=str(storage)),
+        },
+    )
+    assert result.success
+    folder = storage / "patronload_frames"
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    stored = sorted(path.name for path in folder.iterdir())
+    assert stored == ["deduplicated_students.arrow", "staff_rows.arrow", "student_rows.arrow"]
+    for path in folder.iterdir():
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        assert path.read_bytes()[:6] == b"ARROW1"
+    with sqlite3.connect(warehouse_path) as connection:
+        expected = [row[0] for row in connection.execute(read_sql("staff"))]
+    assert frames.column(result.output_for_node("staff_rows"), "MIT_ID") == expected

@@ -45,6 +45,13 @@ def to_text(value: object, repairs: Counter | None = None) -> str | None:
     return text
 
 
+def as_text(value: object, repairs: Counter | None = None) -> str | None:
+    """A value of any type as the text the warehouse meant, untrimmed; ``None`` stays ``None``."""
+    if value is None or type(value) is str:
+        return value
+    return _non_text_to_text(value, repairs)
+
+
 def _non_text_to_text(value: object, repairs: Counter | None) -> str | None:
     if isinstance(value, str):  # a str subclass
         return str(value)
