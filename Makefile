@@ -20,6 +20,9 @@ dev: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## web UI and daemon on
 bench: $(VENV)/.installed-dev ## build rate, and the whole lineage on N patrons per type (N=200000)
 	$(BIN)/python -m patronload_assets_tests.bench --lineage $${N:-200000}
 
+db-test: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## connect to the warehouse, log its version
+	$(BIN)/dagster job execute -m patronload_assets -j warehouse_connection_test
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check patronload_assets patronload_assets_tests
 	$(BIN)/ruff format --check patronload_assets patronload_assets_tests

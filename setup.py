@@ -24,6 +24,11 @@ setup(
             "moto[server,s3,ses]>=5.1,<6",
             "hypothesis>=6.100,<7",
             "dagster-webserver>=1.13,<1.14",  # dagster dev and its GraphQL client, for the daemon test
+            "dagster-postgres>=0.29,<0.30",  # to validate deploy/*/dagster.yaml
+        ],
+        "deploy": [
+            "dagster-webserver>=1.13,<1.14",
+            "dagster-postgres>=0.29,<0.30",
         ],
         "dev": [
             "dagster-webserver>=1.13,<1.14",

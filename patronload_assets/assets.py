@@ -18,6 +18,7 @@ from .domain.values import kerberos_keys
 from .resources import Bucket, InstitutionData, Warehouse, read_sql
 
 GROUP = "patronload"
+POOL = "patronload"  # one patronload run at a time: the instance limits the pool (dagster.yaml)
 
 
 def _read_view(context: dg.AssetExecutionContext, warehouse: Warehouse, patron_type: PatronType):
@@ -31,19 +32,19 @@ def _read_view(context: dg.AssetExecutionContext, warehouse: Warehouse, patron_t
     return dg.Output(frame, metadata={"rows": len(frame), "columns": len(frame.columns), **_counts(repairs)})
 
 
-@dg.asset(group_name=GROUP, kinds={"sql", "pandas"})
+@dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
 def staff_rows(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
     """The staff extract (sql/staff.sql), every column text."""
     return _read_view(context, warehouse, STAFF)
 
 
-@dg.asset(group_name=GROUP, kinds={"sql", "pandas"})
+@dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
 def student_rows(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
     """The student extract (sql/student.sql), every column text."""
     return _read_view(context, warehouse, STUDENT)
 
 
-@dg.asset(group_name=GROUP, kinds={"pandas"})
+@dg.asset(group_name=GROUP, pool=POOL, kinds={"pandas"})
 def deduplicated_students(
     context: dg.AssetExecutionContext, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
 ) -> dg.Output[pd.DataFrame]:
@@ -116,7 +117,7 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-@dg.asset(group_name=GROUP, kinds={"s3", "xml"}, check_specs=_check_specs("staff_zip", STAFF))
+@dg.asset(group_name=GROUP, pool=POOL, kinds={"s3", "xml"}, check_specs=_check_specs("staff_zip", STAFF))
 def staff_zip(
     context: dg.AssetExecutionContext,
     config: ZipConfig,
@@ -132,7 +133,7 @@ def staff_zip(
     yield from _publish(context, config, STAFF, staff, selection.left_out, bucket, institution)
 
 
-@dg.asset(group_name=GROUP, kinds={"s3", "xml"}, check_specs=_check_specs("student_zip", STUDENT))
+@dg.asset(group_name=GROUP, pool=POOL, kinds={"s3", "xml"}, check_specs=_check_specs("student_zip", STUDENT))
 def student_zip(
     context: dg.AssetExecutionContext,
     config: ZipConfig,

@@ -58,6 +58,10 @@ class Warehouse(dg.ConfigurableResource):
         """One line for logs: what kind of warehouse, never a credential."""
         raise NotImplementedError
 
+    def server_version(self) -> tuple[str, str]:
+        """(product, version) of the warehouse: the connection test."""
+        raise NotImplementedError
+
 
 _thick_mode_lock = threading.Lock()
 
@@ -153,10 +157,10 @@ class OracleWarehouse(Warehouse):
         finally:
             connection.close()
 
-    def server_version(self) -> str:
+    def server_version(self) -> tuple[str, str]:
         connection = self.connect()
         try:
-            return connection.version
+            return "Oracle Database", connection.version
         finally:
             connection.close()
 
@@ -185,6 +189,10 @@ class SqliteWarehouse(Warehouse):
 
     def describe(self) -> str:
         return f"embedded SQLite warehouse {Path(self.path).name}"
+
+    def server_version(self) -> tuple[str, str]:
+        with self.cursor() as cursor:
+            return "the embedded SQLite warehouse", cursor.execute("select sqlite_version()").fetchone()[0]
 
 
 # -- Bucket -------------------------------------------------------------------------------------

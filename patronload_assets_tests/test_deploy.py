@@ -1,0 +1,135 @@
+"""Production readiness: instance configuration, the connection test, secrets and patron data."""
+
+import importlib
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._config import process_config
+from dagster._core.instance.config import dagster_instance_config
+
+from patronload_assets import assets, defs
+from patronload_assets.domain import rules, synthetic
+from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse, read_sql
+
+from .conftest import PROJECT_DIR, free_port
+
+DAGSTER = Path(sys.executable).parent / "dagster"
+INSTANCE_FILES = [PROJECT_DIR / "dagster.yaml", *sorted((PROJECT_DIR / "deploy").glob("*/dagster.yaml"))]
+PASSWORD = "Recognisable-Pa55word-4711"
+
+
+@pytest.mark.parametrize("path", INSTANCE_FILES, ids=lambda path: str(path.relative_to(PROJECT_DIR)))
+def test_instance_configuration_is_valid(path, monkeypatch):
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB", "DAGSTER_PG_USERNAME",
+                 "DAGSTER_PG_PASSWORD"):  # fmt: skip
+        monkeypatch.setenv(name, "5432" if name.endswith("PORT") else "value")
+    config, _ = dagster_instance_config(str(path.parent), path.name)  # raises on an invalid file
+    for role in ("run_launcher", "run_coordinator", "compute_logs"):
+        if role in config:
+            configured = getattr(importlib.import_module(config[role]["module"]), config[role]["class"])
+            result = process_config(configured.config_type(), config[role].get("config") or {})
+            assert result.success, result.errors
+    if "postgres" in config.get("storage", {}):
+        from dagster_postgres import DagsterPostgresStorage
+
+        result = process_config(DagsterPostgresStorage.config_type(), config["storage"]["postgres"])
+        assert result.success, result.errors
+    assert config["telemetry"]["enabled"] is False
+    assert config["concurrency"]["pools"] == {"granularity": "run", "default_limit": 1}
+
+
+def test_every_patronload_asset_is_in_the_one_run_pool():
+    for definition in dg.load_assets_from_modules([assets]):
+        for spec in definition.specs:
+            assert definition.get_op_def_for_asset_key(spec.key).pool == assets.POOL
+
+
+def test_connection_test_job_logs_the_version(tmp_path):
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 10, 10)
+    job = defs.resolve_job_def("warehouse_connection_test")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance, resources={"warehouse": SqliteWarehouse(path=str(warehouse))}
+        )
+        assert result.success
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(
+        m.startswith("Successfully connected to the embedded SQLite warehouse version: 3.") for m in messages
+    )
+    assert not result.asset_materializations_for_node("connect_to_warehouse")
+
+
+def _environment(home: Path, **settings) -> dict[str, str]:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY"))
+    }
+    environment.update(DAGSTER_HOME=str(home), **settings)
+    return environment
+
+
+def test_a_failed_connection_leaves_no_trace_of_the_password(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
+    environment = _environment(
+        home,
+        DATA_WAREHOUSE_USER="loader",
+        DATA_WAREHOUSE_PASSWORD=PASSWORD,
+        DATA_WAREHOUSE_HOST="127.0.0.1",
+        DATA_WAREHOUSE_PORT=str(free_port()),  # nothing listens there
+        DATA_WAREHOUSE_SID="DWPROD",
+    )
+    completed = subprocess.run(
+        [DAGSTER, "job", "execute", "-m", "patronload_assets", "-j", "warehouse_connection_test"],
+        cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode != 0
+    assert "DPY-" in completed.stdout + completed.stderr  # python-oracledb's own error, e.g. DPY-6005
+    assert PASSWORD not in completed.stdout + completed.stderr
+    files = [path for path in home.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".db" for path in files)  # the run was recorded...
+    for path in files:
+        assert PASSWORD.encode() not in path.read_bytes(), path  # ...without the password
+
+
+def test_a_demo_runs_event_log_holds_no_patron_data(tmp_path):
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 300, 300)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            dg.load_assets_from_modules([assets]),
+            instance=instance,
+            resources={
+                "warehouse": SqliteWarehouse(path=str(warehouse)),
+                "bucket": LocalBucket(directory=str(tmp_path / "bucket")),
+                "institution": InstitutionData(),
+            },
+        )
+        assert result.success
+        event_log = "\n".join(
+            f"{entry.user_message}\n{entry.dagster_event!r}" for entry in instance.all_logs(result.run_id)
+        )
+    personal = {
+        "staff": ("EMAIL_ADDRESS", "PREFERRED_FIRST_NAME", "PREFERRED_LAST_NAME", "LEGAL_FIRST_NAME",
+                  "LEGAL_LAST_NAME", "OFFICE_ADDRESS", "OFFICE_PHONE"),
+        "student": ("EMAIL_ADDRESS", "LEGAL_FIRST_NAME", "LEGAL_LAST_NAME", "TERM_STREET1", "TERM_STREET2",
+                    "TERM_CITY", "TERM_ZIP", "TERM_PHONE1", "TERM_PHONE2", "OFFICE_PHONE"),
+    }  # fmt: skip
+    found = set()
+    with sqlite3.connect(warehouse) as connection:
+        for view, columns in personal.items():
+            names = rules.STAFF_COLUMNS if view == "staff" else rules.STUDENT_COLUMNS
+            for row in connection.execute(read_sql(view)):
+                for column in columns:
+                    value = (row[names.index(column)] or "").strip()
+                    if len(value) >= 5:  # shorter values (a state, a short name) match ordinary words
+                        found.add(value)
+    assert len(found) > 100
+    leaked = sorted(value for value in found if value in event_log)
+    assert leaked == []
