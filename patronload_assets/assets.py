@@ -59,7 +59,8 @@ def deduplicated_students(
     staff_selection = rules.select_patrons(
         frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
     )
-    staff_identifiers = rules.claimed_identifiers(frames.records(staff_rows.iloc[staff_selection.kept]))
+    staff = staff_rows.iloc[staff_selection.kept][list(rules.IDENTIFIER_COLUMNS)]  # all the rule reads
+    staff_identifiers = rules.claimed_identifiers(frames.records(staff))
     for name in rules.IDENTIFIER_COLUMNS:
         used = [rules.is_claimed(value, staff_identifiers) for value in frames.column(students, name)]
         students.loc[pd.Series(used, dtype=bool), name] = None

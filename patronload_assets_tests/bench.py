@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import dagster as dg
+
 from patronload_assets.domain import synthetic
 from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
 
@@ -78,6 +80,15 @@ def lineage(patrons: int) -> None:
             print(completed.stderr[-4000:])
             raise SystemExit("the lineage failed")
         zips = sorted((folder / "bucket").rglob("*.zip"))
+        with dg.DagsterInstance.from_config(str(folder / "home")) as instance:
+            [run] = instance.get_runs(limit=1)
+            steps = ", ".join(
+                f"{stats.step_key} {stats.end_time - stats.start_time:.0f} s"
+                for stats in sorted(
+                    instance.get_run_step_stats(run.run_id), key=lambda stats: stats.start_time
+                )
+            )
+        print(f"steps (start order): {steps}")
         print(
             f"lineage: {patrons:,} staff + {patrons:,} students through `dagster asset materialize` in "
             f"{wall:.1f} s wall, peak memory of the largest process {peak:,.0f} MiB; "
