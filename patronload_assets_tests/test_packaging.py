@@ -97,3 +97,25 @@ def test_stale_keys_are_the_types_other_zips_directly_under_the_prefix():
 def test_object_keys():
     assert object_key("alma/", "staff.zip") == "alma/staff.zip"
     assert object_key("", "staff.zip") == "staff.zip"
+
+
+def test_records_are_streamed_not_held(tmp_path):
+    """40,000 users (about 100 MB of XML) built from a generator stay far below that in memory."""
+    import tracemalloc
+
+    from patronload_assets.domain import synthetic
+    from patronload_assets.domain.load import STAFF, Institution, build_zips
+
+    count = 40_000
+    institution = Institution.load()
+    rows = (dict(zip(STAFF.columns, row, strict=True)) for row in synthetic.staff_rows(count))
+    tracemalloc.start()
+    try:
+        result = build_zips(
+            rows, count, STAFF, institution, MOMENT, tmp_path, AlmaLimits(users_per_file=15_000)
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.patrons == count and [len(p.xml_files) for p in result.zips] == [3]
+    assert peak < 25 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
