@@ -53,3 +53,25 @@ def aws_environment(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     return os.environ
+
+
+def staff_row(**values):
+    """A cleaned staff row: Jane Doe, JDOE, everything else missing unless given."""
+    from patronload_assets.domain import rules
+    from patronload_assets.domain.values import clean_row
+
+    row = dict.fromkeys(rules.STAFF_COLUMNS)
+    row.update(KRB_NAME_UPPERCASE="JDOE", LEGAL_FIRST_NAME="Jane", LEGAL_LAST_NAME="Doe")
+    row.update(values)
+    return clean_row(row)
+
+
+def student_row(**values):
+    """A cleaned student row: Jo Stu, JSTU, everything else missing unless given."""
+    from patronload_assets.domain import rules
+    from patronload_assets.domain.values import clean_row
+
+    row = dict.fromkeys(rules.STUDENT_COLUMNS)
+    row.update(KRB_NAME_UPPERCASE="JSTU", LEGAL_FIRST_NAME="Jo", LEGAL_LAST_NAME="Stu")
+    row.update(values)
+    return clean_row(row)

@@ -12,9 +12,8 @@ from lxml import etree
 from patronload_assets.domain import alma_xml, rules, synthetic
 from patronload_assets.domain.alma_xml import TemplateError, UserTemplate
 from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT, Institution, build_zips
-from patronload_assets.domain.values import clean_row
 
-from .conftest import ALMA_DIR, assert_valid_users
+from .conftest import ALMA_DIR, assert_valid_users, staff_row, student_row
 
 MOMENT = dt.datetime(2026, 11, 28, 10, 30, 5, tzinfo=dt.UTC)
 
@@ -61,20 +60,6 @@ def render(template_name, fields_of, row, repairs=None):
     run = rules.RunContext(dt.date(2026, 11, 28), {"10000948": "NK"}, {"6": "UH"})
     xml = template.render(fields_of(row, run), repairs if repairs is not None else Counter())
     return xmltodict.parse(xml)["user"]
-
-
-def staff_row(**values):
-    row = dict.fromkeys(rules.STAFF_COLUMNS)
-    row.update(KRB_NAME_UPPERCASE="JDOE", LEGAL_FIRST_NAME="Jane", LEGAL_LAST_NAME="Doe")
-    row.update(values)
-    return clean_row(row)
-
-
-def student_row(**values):
-    row = dict.fromkeys(rules.STUDENT_COLUMNS)
-    row.update(KRB_NAME_UPPERCASE="JSTU", LEGAL_FIRST_NAME="Jo", LEGAL_LAST_NAME="Stu")
-    row.update(values)
-    return clean_row(row)
 
 
 def test_staff_record_with_every_value():

@@ -5,7 +5,8 @@ import datetime as dt
 import pytest
 
 from patronload_assets.domain import rules
-from patronload_assets.domain.values import clean_row
+
+from .conftest import staff_row, student_row
 
 STAFF_DEPARTMENTS = {"10000948": "NK"}
 STUDENT_DEPARTMENTS = {"6": "UH", "NIU": "TB", "NONE": "VB"}
@@ -13,20 +14,6 @@ STUDENT_DEPARTMENTS = {"6": "UH", "NIU": "TB", "NONE": "VB"}
 
 def context(run_date=dt.date(2026, 11, 28)):
     return rules.RunContext(run_date, STAFF_DEPARTMENTS, STUDENT_DEPARTMENTS)
-
-
-def staff_row(**values):
-    row = dict.fromkeys(rules.STAFF_COLUMNS)
-    row.update(KRB_NAME_UPPERCASE="JDOE", LEGAL_FIRST_NAME="Jane", LEGAL_LAST_NAME="Doe")
-    row.update(values)
-    return clean_row(row)
-
-
-def student_row(**values):
-    row = dict.fromkeys(rules.STUDENT_COLUMNS)
-    row.update(KRB_NAME_UPPERCASE="JSTU", LEGAL_FIRST_NAME="Jo", LEGAL_LAST_NAME="Stu")
-    row.update(values)
-    return clean_row(row)
 
 
 # §1 -------------------------------------------------------------------------------------------

@@ -49,27 +49,13 @@ LIST_ELEMENTS = frozenset(
         "parameters",
     }
 )
-OMIT_WHEN_EMPTY = frozenset(
-    {
-        # code fields Alma protects from overwrite
-        "user_group",
-        "job_category",
-        "user_title",
-        "campus_code",
-        "preferred_language",
-        # xs:date and xs:boolean elements
-        "birth_date",
-        "expiry_date",
-        "purge_date",
-        "status_date",
-        "last_patron_activity_date",
-        "start_date",
-        "end_date",
-        "is_researcher",
-        "user_viewable",
-        "popup_note",
-    }
-)
+PROTECTED_CODES = ("user_group", "job_category", "user_title", "campus_code", "preferred_language")
+DATE_ELEMENTS = ("birth_date", "expiry_date", "purge_date", "status_date", "last_patron_activity_date",
+                 "start_date", "end_date")  # fmt: skip
+BOOLEAN_ELEMENTS = ("is_researcher", "user_viewable", "popup_note")
+# Code fields Alma protects from overwrite (an empty one would blank Alma's value), and elements
+# whose schema type has no empty value.
+OMIT_WHEN_EMPTY = frozenset((*PROTECTED_CODES, *DATE_ELEMENTS, *BOOLEAN_ELEMENTS))
 CONTACT_INFO_ORDER = ("addresses", "emails", "phones")
 DEFAULT_MAX_LENGTH = 255
 MAX_LENGTH = {

@@ -25,17 +25,8 @@ SCHEMA, SHRINK, LIMITS = "schema", "shrink", "limits"
 UNKNOWN_DEPARTMENTS, USER_GROUPS, REPAIRS = "unknown_departments", "user_groups", "repairs"
 BLOCKING = (SCHEMA, SHRINK, LIMITS)
 
-DATE_ELEMENTS = (
-    "birth_date",
-    "expiry_date",
-    "purge_date",
-    "status_date",
-    "last_patron_activity_date",
-    "start_date",
-    "end_date",
-)
-BOOLEAN_ELEMENTS = ("is_researcher", "user_viewable", "popup_note")
-PROTECTED_CODES = ("user_group", "job_category", "user_title", "campus_code", "preferred_language")
+DATE_ELEMENTS, BOOLEAN_ELEMENTS = alma_xml.DATE_ELEMENTS, alma_xml.BOOLEAN_ELEMENTS
+PROTECTED_CODES = alma_xml.PROTECTED_CODES
 REQUIRED_CHILDREN = {
     "email": ("email_address", "email_types"),
     "phone": ("phone_number", "phone_types"),
