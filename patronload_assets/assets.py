@@ -208,7 +208,8 @@ def _publish(
             context.log.error(f"{patron_type.name} zip not uploaded, the previous one stays: {reasons}")
             raise dg.Failure(description=f"{patron_type.name} zip held back: {reasons}")
         if config.allow_shrink:
-            context.log.warning(f"allow_shrink set for this run: {outcomes[2].description}")
+            [shrink] = [outcome for outcome in outcomes if outcome.name == checks.SHRINK]
+            context.log.warning(f"allow_shrink set for this run: {shrink.description}")
         keys = []
         for packaged in result.zips:
             key = object_key(bucket.prefix, packaged.name)
