@@ -49,16 +49,15 @@ def deduplicated_students(
     context: dg.AssetExecutionContext, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
 ) -> dg.Output[pd.DataFrame]:
     """Students with a Kerberos name that is not already staff, one row each (first wins)."""
+    staff_names = frames.column(staff_rows, "KRB_NAME_UPPERCASE")
     selection = rules.select_patrons(
         frames.column(student_rows, "KRB_NAME_UPPERCASE"),
-        already_loaded=kerberos_keys(frames.column(staff_rows, "KRB_NAME_UPPERCASE")),
+        already_loaded=kerberos_keys(staff_names),
         duplicate_reason=rules.DROPPED_DUPLICATE_STUDENT,
     )
     students = student_rows.iloc[selection.kept].reset_index(drop=True)
     # An identifier a staff record already carries would be refused by Alma in the student file.
-    staff_selection = rules.select_patrons(
-        frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
-    )
+    staff_selection = rules.select_patrons(staff_names, duplicate_reason=rules.DROPPED_DUPLICATE_STAFF)
     staff = staff_rows.iloc[staff_selection.kept][list(rules.IDENTIFIER_COLUMNS)]  # all the rule reads
     staff_identifiers = rules.claimed_identifiers(frames.records(staff))
     for name in rules.IDENTIFIER_COLUMNS:

@@ -75,3 +75,23 @@ def student_row(**values):
     row.update(KRB_NAME_UPPERCASE="JSTU", LEGAL_FIRST_NAME="Jo", LEGAL_LAST_NAME="Stu")
     row.update(values)
     return clean_row(row)
+
+
+def load(warehouse_path, bucket_dir, instance=None, run_config=None, **institution):
+    """The whole lineage in process, on a SQLite warehouse and a local bucket (prefix ``alma``)."""
+    import dagster as dg
+
+    from patronload_assets import assets
+    from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
+
+    return dg.materialize(
+        dg.load_assets_from_modules([assets]),
+        instance=instance,
+        resources={
+            "warehouse": SqliteWarehouse(path=str(warehouse_path)),
+            "bucket": LocalBucket(directory=str(bucket_dir), prefix="alma"),
+            "institution": InstitutionData(**institution),
+        },
+        run_config=run_config,
+        raise_on_error=False,
+    )

@@ -12,16 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from patronload_assets import assets
 from patronload_assets.domain import checks, rules, synthetic
 from patronload_assets.domain.alma_xml import UserTemplate
 from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT
 from patronload_assets.domain.values import clean_row, kerberos_key
-from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
 
-from .conftest import ALMA_DIR, assert_valid_users
+from .conftest import ALMA_DIR, assert_valid_users, load
 
-ALL_ASSETS = dg.load_assets_from_modules([assets])
 TEMPLATES = {
     name: UserTemplate.from_file(INSTITUTION_DIR / f"{name}_template.xml") for name in ("staff", "student")
 }
@@ -134,20 +131,6 @@ def hostile_warehouse(path, staff_count=400, student_count=500):
     return path
 
 
-def materialize(warehouse_path, bucket_dir, instance=None, run_config=None, **institution):
-    return dg.materialize(
-        ALL_ASSETS,
-        instance=instance,
-        resources={
-            "warehouse": SqliteWarehouse(path=str(warehouse_path)),
-            "bucket": LocalBucket(directory=str(bucket_dir), prefix="alma"),
-            "institution": InstitutionData(**institution),
-        },
-        run_config=run_config,
-        raise_on_error=False,
-    )
-
-
 def zip_users(bucket_dir, patron_type):
     import zipfile
 
@@ -160,7 +143,7 @@ def test_hostile_warehouse_loads_every_person_once_and_valid(tmp_path, users_sch
     warehouse = hostile_warehouse(tmp_path / "dw.sqlite3")
     departments = tmp_path / "staff_departments.json"
     departments.write_text('{"10000948": "NK"}')
-    result = materialize(
+    result = load(
         warehouse,
         tmp_path / "bucket",
         alma_user_xsd=str(ALMA_DIR / "rest_user.xsd"),
@@ -196,12 +179,12 @@ def test_a_staff_extract_cut_to_a_tenth_is_held_back(tmp_path):
     warehouse = tmp_path / "dw.sqlite3"
     synthetic.create_warehouse(warehouse, 1000, 300)
     with dg.instance_for_test() as instance:
-        assert materialize(warehouse, tmp_path / "bucket", instance).success
+        assert load(warehouse, tmp_path / "bucket", instance).success
         [previous] = (tmp_path / "bucket" / "alma").glob("staff_*.zip")
         before = previous.read_bytes()
         with sqlite3.connect(warehouse) as connection:
             connection.execute("DELETE FROM LIBRARY_EMPLOYEE WHERE rowid % 10 != 0")
-        result = materialize(warehouse, tmp_path / "bucket", instance)
+        result = load(warehouse, tmp_path / "bucket", instance)
         assert not result.success
         shrink = [c for c in result.get_asset_check_evaluations() if c.check_name == "shrink"]
         staff_shrink = next(c for c in shrink if c.asset_key.path == ["staff_zip"])
@@ -213,7 +196,7 @@ def test_a_staff_extract_cut_to_a_tenth_is_held_back(tmp_path):
 
         # A deliberate one-run override uploads the smaller load.
         override = {"ops": {"staff_zip": {"config": {"allow_shrink": True}}}}
-        assert materialize(warehouse, tmp_path / "bucket", instance, run_config=override).success
+        assert load(warehouse, tmp_path / "bucket", instance, run_config=override).success
         [replaced] = (tmp_path / "bucket" / "alma").glob("staff_*.zip")
         assert replaced.read_bytes() != before
 
@@ -229,7 +212,7 @@ def test_a_template_that_breaks_the_schema_uploads_nothing(tmp_path):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 200, 200)
     (tmp_path / "bucket" / "alma").mkdir(parents=True)
     (tmp_path / "bucket" / "alma" / "student_2020-01-01_05.00.00.zip").write_bytes(b"previous")
-    result = materialize(warehouse, tmp_path / "bucket", template_dir=str(templates))
+    result = load(warehouse, tmp_path / "bucket", template_dir=str(templates))
     assert not result.success
     schema = next(
         c
@@ -250,8 +233,8 @@ def test_the_xsd_catches_what_the_structural_rules_do_not(tmp_path):
     text = (INSTITUTION_DIR / "staff_template.xml").read_text()
     (templates / "staff_template.xml").write_text(text.replace("<web_site_url/>", "<web_site/>"))
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 100, 100)
-    assert materialize(warehouse, tmp_path / "without", template_dir=str(templates)).success
-    result = materialize(
+    assert load(warehouse, tmp_path / "without", template_dir=str(templates)).success
+    result = load(
         warehouse,
         tmp_path / "with",
         template_dir=str(templates),
@@ -263,7 +246,7 @@ def test_the_xsd_catches_what_the_structural_rules_do_not(tmp_path):
 
 def test_a_load_over_almas_limits_is_refused_before_upload(tmp_path):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 1100, 10)
-    result = materialize(warehouse, tmp_path / "bucket", users_per_file=1)  # 1,000+ files: 21+ zips
+    result = load(warehouse, tmp_path / "bucket", users_per_file=1)  # 1,000+ files: 21+ zips
     assert not result.success
     limits = next(
         c

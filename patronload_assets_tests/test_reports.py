@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 from dagster._utils.error import serializable_error_info_from_exc_info
 
-from patronload_assets import assets, reports
+from patronload_assets import reports
 from patronload_assets.domain import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, OutboxMailer, SesMailer, SqliteWarehouse
+from patronload_assets.resources import OutboxMailer, SesMailer
 from patronload_assets.sensors import failure_report, success_report
 
-ALL_ASSETS = dg.load_assets_from_modules([assets])
+from .conftest import load
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +26,6 @@ def warehouse_path(tmp_path_factory):
 def instance():
     with dg.instance_for_test() as instance:
         yield instance
-
-
-def run_load(instance, warehouse_path, bucket_dir):
-    return dg.materialize(
-        ALL_ASSETS,
-        instance=instance,
-        resources={
-            "warehouse": SqliteWarehouse(path=str(warehouse_path)),
-            "bucket": LocalBucket(directory=str(bucket_dir), prefix="alma"),
-            "institution": InstitutionData(),
-        },
-        raise_on_error=False,
-    )
 
 
 def tick(sensor, instance, mailer, cursor=None):
@@ -55,7 +42,7 @@ def outbox(directory: Path) -> list[email.message.EmailMessage]:
 
 
 def test_success_report_once_per_run_with_summary_and_log(instance, warehouse_path, tmp_path):
-    result = run_load(instance, warehouse_path, tmp_path / "bucket")
+    result = load(warehouse_path, tmp_path / "bucket", instance)
     assert result.success
     mailer = OutboxMailer(
         directory=str(tmp_path / "outbox"), workspace="stage", recipients="a@x.edu, b@x.edu"
@@ -85,7 +72,7 @@ def _run_date(instance, result):
 def test_failure_report_names_the_failed_step_and_cause(instance, tmp_path):
     garbage = tmp_path / "dw.sqlite3"
     garbage.write_bytes(b"this is not a database, just garbage " * 100)
-    result = run_load(instance, garbage, tmp_path / "bucket")
+    result = load(garbage, tmp_path / "bucket", instance)
     assert not result.success
     mailer = OutboxMailer(directory=str(tmp_path / "outbox"))
     tick(success_report, instance, mailer)
@@ -129,7 +116,7 @@ class FlakyOutbox(OutboxMailer):
 
 
 def test_a_failed_send_is_retried_with_backoff(instance, warehouse_path, tmp_path):
-    assert run_load(instance, warehouse_path, tmp_path / "bucket").success
+    assert load(warehouse_path, tmp_path / "bucket", instance).success
     mailer = FlakyOutbox(
         directory=str(tmp_path / "outbox"), failures=2, send_attempts=3, backoff_seconds=0.01
     )
@@ -139,7 +126,7 @@ def test_a_failed_send_is_retried_with_backoff(instance, warehouse_path, tmp_pat
 
 
 def test_a_send_that_still_fails_is_kept_for_the_next_tick(instance, warehouse_path, tmp_path, capfd):
-    result = run_load(instance, warehouse_path, tmp_path / "bucket")
+    result = load(warehouse_path, tmp_path / "bucket", instance)
     failing = FlakyOutbox(
         directory=str(tmp_path / "outbox"), failures=99, send_attempts=2, backoff_seconds=0.01
     )

@@ -21,11 +21,9 @@ from .alma_xml import USERS_CLOSE, USERS_OPEN, XML_DECLARATION
 
 try:  # ISA-L writes the same deflate stream as zlib, about five times faster here
     from isal import isal_zlib as _deflate
-
-    DEFLATE_LEVEL = 1  # ISA-L's levels are 0-3
 except ImportError:  # pragma: no cover - a platform without ISA-L wheels
     _deflate = zlib
-    DEFLATE_LEVEL = 1
+DEFLATE_LEVEL = 1  # the fastest level of zlib; ISA-L's levels are 0-3 and 1 compresses as zlib's 1
 
 
 class PackagingError(ValueError):
