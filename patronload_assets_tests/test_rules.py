@@ -1,8 +1,11 @@
 """patron-rules.md, section by section, on the domain functions directly."""
 
 import datetime as dt
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from patronload_assets.domain import rules
 
@@ -238,3 +241,9 @@ def test_student_statistic_category(department, category):
 )
 def test_phone_numbers(number, formatted):
     assert rules.format_phone(number) == formatted
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789 +-()x٦²"), max_size=30))
+def test_phone_numbers_match_the_reference_expression(number):
+    """Whatever shortcut format_phone takes, its result is the reference's regular expression's."""
+    assert rules.format_phone(number) == re.sub(r"(\d{3})(\d{3})(\d{4})", r"\1-\2-\3", number)

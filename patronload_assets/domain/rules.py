@@ -266,9 +266,15 @@ _TEN_DIGITS = re.compile(r"(\d{3})(\d{3})(\d{4})")
 
 def format_phone(number: str | None) -> str | None:
     """Every run of ten digits, left to right, as ``ddd-ddd-dddd``; the rest kept as it is."""
-    if number is None:
-        return None
-    return _TEN_DIGITS.sub(r"\1-\2-\3", number)
+    if number is None or len(number) < 10:
+        return number
+    if len(number) == 10 and number.isdecimal():  # the usual shape; isdecimal is what \d matches
+        return f"{number[:3]}-{number[3:6]}-{number[6:]}"
+    return _TEN_DIGITS.sub(_dashed, number)
+
+
+def _dashed(match: re.Match) -> str:
+    return f"{match[1]}-{match[2]}-{match[3]}"
 
 
 # Building ---------------------------------------------------------------------------------------
