@@ -236,3 +236,22 @@ def test_frames_between_assets_are_arrow_files_readable_by_their_owner_only(ware
     with sqlite3.connect(warehouse_path) as connection:
         expected = [row[0] for row in connection.execute(read_sql("staff"))]
     assert frames.column(result.output_for_node("staff_rows"), "MIT_ID") == expected
+
+
+def test_uploads_use_the_kms_key_when_one_is_set(s3, moto_endpoint, tmp_path):
+    client, name = s3
+    key_id = boto3.client("kms", endpoint_url=moto_endpoint, region_name="us-east-1").create_key()[
+        "KeyMetadata"
+    ]["KeyId"]
+    bucket = S3Bucket(
+        bucket=name,
+        prefix="alma",
+        kms_key_id=key_id,
+        s3=S3Resource(endpoint_url=moto_endpoint, region_name="us-east-1"),
+    )
+    path = tmp_path / "staff_2026-01-01_05.00.00.zip"
+    path.write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+    bucket.upload(path, "alma/staff_2026-01-01_05.00.00.zip")
+    head = client.head_object(Bucket=name, Key="alma/staff_2026-01-01_05.00.00.zip")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"].endswith(key_id)
