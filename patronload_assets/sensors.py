@@ -17,6 +17,7 @@ import dagster as dg
 from dagster._core.event_api import RunStatusChangeRecordsFilter
 
 from . import assets, reports
+from .jobs import patronload_job
 from .resources import Mailer
 
 PATRONLOAD_ASSETS = frozenset(
@@ -29,6 +30,8 @@ PENDING_GIVE_UP_ATTEMPTS = 500  # about a day of ticks: then an ERROR that says 
 
 def touches_patronload(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     """Whether the run (planned to) materialise any patronload asset."""
+    if run.job_name == patronload_job.name:
+        return True
     selected = {key.to_user_string() for key in (run.asset_selection or ())}
     if selected & PATRONLOAD_ASSETS:
         return True
