@@ -23,7 +23,9 @@ from .resources import Mailer
 PATRONLOAD_ASSETS = frozenset(
     key.to_user_string() for definition in dg.load_assets_from_modules([assets]) for key in definition.keys
 )
-FIRST_TICK_LOOKBACK_SECONDS = 3600  # a new sensor reports runs finished in the last hour
+# A sensor's first tick (a new instance, or the sensor reset) reports runs finished in the two
+# minutes before it, so a run launched as the daemon starts is not missed; older runs are history.
+FIRST_TICK_LOOKBACK_SECONDS = 120
 RUNS_PER_TICK = 50
 PENDING_GIVE_UP_ATTEMPTS = 500  # about a day of ticks: then an ERROR that says the report is lost
 
