@@ -13,7 +13,7 @@ from pydantic import Field
 from . import frames
 from .domain import checks, rules
 from .domain.load import STAFF, STUDENT, PatronType, build_zips
-from .domain.packaging import PackagingError, object_key, stale_keys
+from .domain.packaging import PackagingError, latest_set, object_key, patrons_in_zip_tail, stale_keys
 from .domain.values import kerberos_keys
 from .resources import Bucket, InstitutionData, Warehouse, read_sql
 
@@ -145,13 +145,23 @@ def student_zip(
     yield from _publish(context, config, STUDENT, deduplicated_students, Counter(), bucket, institution)
 
 
-def _previous_patrons(context: dg.AssetExecutionContext) -> int | None:
-    """The patron count of this type's last successful load on this instance."""
+def _previous_patrons(
+    context: dg.AssetExecutionContext, bucket: Bucket, patron_type: PatronType
+) -> tuple[int | None, str]:
+    """The patron count of this type's last successful load, and where it was found: this
+    instance's last materialization, else the count recorded in the newest zips in the bucket
+    (so a new or wiped instance still compares with what Alma last received)."""
     event = context.instance.get_latest_materialization_event(context.asset_key)
     entry = (
         event.asset_materialization.metadata.get("patrons") if event and event.asset_materialization else None
     )
-    return int(entry.value) if entry is not None else None
+    if entry is not None:
+        return int(entry.value), "this instance's last load"
+    keys = latest_set(bucket.list_keys(), bucket.prefix, patron_type.name)
+    counts = [patrons_in_zip_tail(bucket.tail(key)) for key in keys]
+    if keys and None not in counts:
+        return sum(counts), f"the bucket's newest {patron_type.name} zips"
+    return None, "none"
 
 
 def _publish(
@@ -187,7 +197,7 @@ def _publish(
                 checks.check_shrink(
                     patron_type.name,
                     result.patrons,
-                    _previous_patrons(context),
+                    *_previous_patrons(context, bucket, patron_type),
                     config.max_drop_share,
                     config.allow_shrink,
                 ),

@@ -216,6 +216,10 @@ class Bucket(dg.ConfigurableResource):
     def url(self, key: str) -> str:
         raise NotImplementedError
 
+    def tail(self, key: str, size: int = 1024) -> bytes:
+        """The last ``size`` bytes of an object (a zip's comment is at its very end)."""
+        raise NotImplementedError
+
 
 class LocalBucket(Bucket):
     """A folder standing in for the bucket."""
@@ -255,6 +259,11 @@ class LocalBucket(Bucket):
 
     def url(self, key: str) -> str:
         return str(self._path(key).resolve())
+
+    def tail(self, key: str, size: int = 1024) -> bytes:
+        with open(self._path(key), "rb") as stored:
+            stored.seek(max(0, stored.seek(0, os.SEEK_END) - size))
+            return stored.read()
 
 
 class S3Bucket(Bucket):
@@ -302,6 +311,10 @@ class S3Bucket(Bucket):
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    def tail(self, key: str, size: int = 1024) -> bytes:
+        response = self._get_client().get_object(Bucket=self.bucket, Key=key, Range=f"bytes=-{size}")
+        return response["Body"].read()
 
 
 # -- Institution --------------------------------------------------------------------------------

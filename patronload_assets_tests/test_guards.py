@@ -268,7 +268,7 @@ def test_a_load_over_almas_limits_is_refused_before_upload(tmp_path):
     ],
 )
 def test_shrink_threshold(patrons, previous, override, passed):
-    assert checks.check_shrink("staff", patrons, previous, 0.5, override).passed is passed
+    assert checks.check_shrink("staff", patrons, previous, "a test", 0.5, override).passed is passed
 
 
 def test_structural_rules_name_each_problem():
@@ -357,3 +357,27 @@ def test_schema_check_finds_damage_in_the_file(tmp_path, damage, kind):
     outcome = checks.check_schema([packaged])
     assert not outcome.passed
     assert any(found.startswith(kind) for found in outcome.metadata["problems"]), outcome.metadata["problems"]
+
+
+def test_a_new_instance_compares_with_the_count_recorded_in_the_bucket(tmp_path):
+    """The history may be gone (a new or wiped instance): the last zips in the bucket remember."""
+    warehouse = tmp_path / "dw.sqlite3"
+    synthetic.create_warehouse(warehouse, 1000, 300)
+    with dg.instance_for_test() as first:
+        assert load(warehouse, tmp_path / "bucket", first).success
+    [previous] = (tmp_path / "bucket" / "alma").glob("staff_*.zip")
+    processed = previous.with_name(previous.name + ".processed")  # as Alma renames what it took
+    previous.rename(processed)
+    with sqlite3.connect(warehouse) as connection:
+        connection.execute("DELETE FROM LIBRARY_EMPLOYEE WHERE rowid % 10 != 0")
+    with dg.instance_for_test() as second:
+        result = load(warehouse, tmp_path / "bucket", second)
+    assert not result.success
+    shrink = next(
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "shrink" and c.asset_key.path == ["staff_zip"]
+    )
+    assert not shrink.passed
+    assert shrink.metadata["previous_from"].value == "the bucket's newest staff zips"
+    assert not list((tmp_path / "bucket" / "alma").glob("staff_*.zip"))  # nothing new uploaded

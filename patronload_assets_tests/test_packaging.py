@@ -8,7 +8,9 @@ import pytest
 from patronload_assets.domain.packaging import (
     AlmaLimits,
     PackagingError,
+    latest_set,
     object_key,
+    patrons_in_zip_tail,
     plan_files,
     stale_keys,
     write_zips,
@@ -119,3 +121,23 @@ def test_records_are_streamed_not_held(tmp_path):
         tracemalloc.stop()
     assert result.patrons == count and [len(p.xml_files) for p in result.zips] == [3]
     assert peak < 25 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_each_zip_records_its_patron_count_at_its_end(tmp_path):
+    limits = AlmaLimits(users_per_file=4, max_files_per_zip=2)
+    packaged = write_zips(users(11), 11, "staff", MOMENT, tmp_path, limits)
+    assert [patrons_in_zip_tail(p.path.read_bytes()[-1024:]) for p in packaged] == [8, 3]
+    assert patrons_in_zip_tail(b"PK\x05\x06 no comment") is None
+
+
+def test_latest_set_is_the_newest_load_of_a_type_processed_or_not():
+    keys = [
+        "alma/staff_2026-01-01_05.00.00.zip.processed",
+        "alma/staff_2026-01-02_05.00.00_01.zip",
+        "alma/staff_2026-01-02_05.00.00_02.zip.done",
+        "alma/student_2026-01-03_05.00.00.zip",
+        "alma/old/staff_2026-01-09_05.00.00.zip",
+    ]
+    assert latest_set(keys, "alma", "staff") == keys[1:3]
+    assert latest_set(keys, "alma", "student") == [keys[3]]
+    assert latest_set([], "alma", "staff") == []

@@ -247,13 +247,19 @@ def check_schema(
 
 
 def check_shrink(
-    patron_type: str, patrons: int, previous: int | None, max_drop_share: float, override: bool
+    patron_type: str,
+    patrons: int,
+    previous: int | None,
+    previous_from: str,
+    max_drop_share: float,
+    override: bool,
 ) -> Outcome:
     """Hold back a load that lost more than ``max_drop_share`` of the last successful one:
     a truncated extract loaded as complete would stop renewing thousands of accounts."""
     metadata = {
         "patrons": patrons,
         "previous_patrons": previous if previous is not None else "none",
+        "previous_from": previous_from,
         "max_drop_share": max_drop_share,
         "override": override,
     }

@@ -11,6 +11,7 @@ import datetime as dt
 import fnmatch
 import itertools
 import math
+import re
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -104,6 +105,7 @@ def write_zips(
             else [f"{name}_{index:03d}.xml" for index in range(1, len(file_sizes) + 1)]
         )
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.comment = patron_count_comment(sum(file_sizes))
             for xml_name, size in zip(xml_names, file_sizes, strict=True):
                 with archive.open(xml_name, "w", force_zip64=True) as entry:
                     _use_fast_deflate(entry)
@@ -138,6 +140,37 @@ def _write_xml(entry, stream, count: int, batch: int = 2000) -> None:
         entry.write(b"\n".join(chunk))
         written += len(chunk) - 1
     entry.write(USERS_CLOSE.encode("utf-8"))
+
+
+_COUNT_COMMENT = re.compile(rb"patronload patrons=(\d+)")
+
+
+def patron_count_comment(patrons: int) -> bytes:
+    """The zip comment that records how many patrons a zip holds: the next run reads it back
+    from the bucket (the end of a zip) when it has no history of its own to compare with."""
+    return f"patronload patrons={patrons}".encode()
+
+
+def patrons_in_zip_tail(tail: bytes) -> int | None:
+    """The patron count from the last bytes of a zip written here; ``None`` if there is none."""
+    found = _COUNT_COMMENT.findall(tail)
+    return int(found[-1]) if found else None
+
+
+def latest_set(keys: Iterable[str], prefix: str, patron_type: str) -> list[str]:
+    """The keys of the newest load of a type directly under ``prefix``, processed ones included
+    (Alma renames a zip it has processed, it keeps its name's start)."""
+    folder = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    pattern = re.compile(
+        re.escape(f"{patron_type}_") + r"(\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2})(?:_\d+)?\.zip"
+    )
+    loads: dict[str, list[str]] = {}
+    for key in keys:
+        name = key[len(folder) :] if key.startswith(folder) else None
+        match = pattern.match(name or "")
+        if match and "/" not in name:
+            loads.setdefault(match[1], []).append(key)
+    return sorted(loads[max(loads)]) if loads else []
 
 
 def stale_keys(existing: Iterable[str], prefix: str, patron_type: str, keep: Iterable[str]) -> list[str]:
