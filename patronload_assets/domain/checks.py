@@ -50,7 +50,7 @@ _IDENTIFIER = re.compile(rb"<user_identifier(?: [^>]*)?>(.*?)</user_identifier>"
 _IDENTIFIER_VALUE = re.compile(rb"<value>([^<]*)</value>")
 _EMPTY_IDENTIFIER = (b"<value></value>", b"<value/>")
 _SUSPECT_SEQUENCES = (*_FORBIDDEN_SEQUENCES, *_EMPTY_IDENTIFIER)
-XML_HEADER = b'<?xml version="1.0" encoding="utf-8"?>'
+XML_HEADER = alma_xml.XML_DECLARATION.rstrip("\n").encode()
 
 
 @dataclass
