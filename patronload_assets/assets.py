@@ -4,6 +4,7 @@ record counts, codes and keys as metadata (never a name, email, phone or address
 import datetime as dt
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -129,8 +130,10 @@ def staff_zip(
     selection = rules.select_patrons(
         frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
     )
-    staff = staff_rows.iloc[selection.kept]
-    yield from _publish(context, config, STAFF, staff, selection.left_out, bucket, institution)
+    staff = frames.records(staff_rows, keep=selection.kept)  # the kept rows, without a copy
+    yield from _publish(
+        context, config, STAFF, staff, len(selection.kept), selection.left_out, bucket, institution
+    )
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"s3", "xml"}, check_specs=_check_specs("student_zip", STUDENT))
@@ -142,7 +145,10 @@ def student_zip(
     institution: InstitutionData,
 ):
     """The student zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
-    yield from _publish(context, config, STUDENT, deduplicated_students, Counter(), bucket, institution)
+    students = frames.records(deduplicated_students)
+    yield from _publish(
+        context, config, STUDENT, students, len(deduplicated_students), Counter(), bucket, institution
+    )
 
 
 def _previous_patrons(
@@ -168,7 +174,8 @@ def _publish(
     context: dg.AssetExecutionContext,
     config: ZipConfig,
     patron_type: PatronType,
-    rows: pd.DataFrame,
+    rows: Iterable[dict],
+    patrons: int,
     left_out: Counter,
     bucket: Bucket,
     institution: InstitutionData,
@@ -179,8 +186,8 @@ def _publish(
     with tempfile.TemporaryDirectory(prefix=f"patronload-{patron_type.name}-") as scratch:
         try:
             result = build_zips(
-                frames.records(rows),
-                len(rows),
+                rows,
+                patrons,
                 patron_type,
                 institution.load(),
                 moment,

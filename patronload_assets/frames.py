@@ -38,10 +38,21 @@ def frame_from_batches(columns: Sequence[str], batches: Iterable[list[tuple]], r
     return table.to_pandas(types_mapper=pd.ArrowDtype)
 
 
-def records(frame: pd.DataFrame) -> Iterator[dict[str, str | None]]:
-    """The frame's rows as dicts (``None`` for missing), a batch at a time: memory stays flat."""
+def records(frame: pd.DataFrame, keep: Sequence[int] | None = None) -> Iterator[dict[str, str | None]]:
+    """The frame's rows as dicts (``None`` for missing), a batch at a time: memory stays flat.
+    With ``keep`` (ascending positions), only those rows, without copying the frame."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    mask = None
+    if keep is not None:
+        mask = bytearray(len(frame))
+        for position in keep:
+            mask[position] = 1
+    start = 0
     for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+        if mask is not None:
+            selected = pa.array(mask[start : start + len(batch)], type=pa.uint8()).cast(pa.bool_())
+            start += len(batch)
+            batch = batch.filter(selected)
         yield from batch.to_pylist()
 
 

@@ -255,3 +255,12 @@ def test_uploads_use_the_kms_key_when_one_is_set(s3, moto_endpoint, tmp_path):
     head = client.head_object(Bucket=name, Key="alma/staff_2026-01-01_05.00.00.zip")
     assert head["ServerSideEncryption"] == "aws:kms"
     assert head["SSEKMSKeyId"].endswith(key_id)
+
+
+def test_records_of_kept_positions_across_batches():
+    rows = [(str(index), None if index % 3 else "") for index in range(45_000)]  # three Arrow batches
+    frame = frames.frame_from_batches(["A", "B"], [rows[:25_000], rows[25_000:]], repairs=None)
+    keep = list(range(0, 45_000, 7))
+    assert [record["A"] for record in frames.records(frame, keep=keep)] == [str(p) for p in keep]
+    assert [record["B"] for record in frames.records(frame, keep=[0, 1])] == ["", None]
+    assert sum(1 for _ in frames.records(frame)) == 45_000
