@@ -160,7 +160,7 @@ def patrons_in_zip_tail(tail: bytes) -> int | None:
 def latest_set(keys: Iterable[str], prefix: str, patron_type: str) -> list[str]:
     """The keys of the newest load of a type directly under ``prefix``, processed ones included
     (Alma renames a zip it has processed, it keeps its name's start)."""
-    folder = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    folder = object_key(prefix, "")  # "alma/", or "" with no prefix
     pattern = re.compile(
         re.escape(f"{patron_type}_") + r"(\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2})(?:_\d+)?\.zip"
     )
@@ -180,7 +180,7 @@ def stale_keys(existing: Iterable[str], prefix: str, patron_type: str, keep: Ite
     """
     keep = set(keep)
     pattern = f"{patron_type}_*.zip"
-    folder = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    folder = object_key(prefix, "")  # "alma/", or "" with no prefix
     stale = []
     for key in existing:
         if not key.startswith(folder) or key in keep:
