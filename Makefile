@@ -6,9 +6,17 @@ export DAGSTER_HOME ?= $(CURDIR)/.local/dagster_home
 
 .PHONY: run test dev lint bench db-test clean
 
+LOG_DIR := .local/logs
+
 run: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## the whole load on the embedded defaults
-	$(BIN)/dagster asset materialize -m patronload_assets --select '*'
-	@echo "Zips in the bucket:"; find "$${LOCAL_BUCKET_DIR:-.local/bucket}" -name '*.zip' 2>/dev/null | sort
+	@mkdir -p $(LOG_DIR)
+	@log=$(LOG_DIR)/run-$$(date -u +%Y%m%dT%H%M%SZ).log; \
+	echo "Loading the embedded warehouse into the embedded bucket; full log: $$log"; \
+	$(BIN)/dagster asset materialize -m patronload_assets --select '*' > "$$log" 2>&1; \
+	status=$$?; \
+	$(BIN)/python -m patronload_assets.summary || status=1; \
+	echo "Full log: $$log"; \
+	exit $$status
 
 test: $(VENV)/.installed-test $(VENV)/.installed-dev ## install the test extra and run the tests
 	$(BIN)/ruff check patronload_assets patronload_assets_tests

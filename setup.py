@@ -5,7 +5,7 @@ setup(
     version="1.0.0",
     description="The daily load of staff and student records into Alma patron accounts.",
     packages=find_packages(exclude=["patronload_assets_tests"]),
-    package_data={"patronload_assets": ["institution/*.xml", "institution/*.json"]},
+    package_data={"patronload_assets": ["institution/*.xml", "institution/*.json", "schema/*.xsd"]},
     python_requires=">=3.11",
     install_requires=[
         "dagster>=1.13,<1.14",
@@ -24,7 +24,8 @@ setup(
             "moto[server,s3,ses]>=5.1,<6",
             "hypothesis>=6.100,<7",
             "dagster-webserver>=1.13,<1.14",  # dagster dev and its GraphQL client, for the daemon test
-            "dagster-postgres>=0.29,<0.30",  # to validate deploy/*/dagster.yaml
+            "dagster-postgres>=0.29,<0.30",  # deploy/aws/dagster.yaml's storage, on a real PostgreSQL
+            "dagster-dg-cli>=1.13,<1.14",  # dg check defs, dg launch
         ],
         "deploy": [
             "dagster-webserver>=1.13,<1.14",
@@ -32,6 +33,7 @@ setup(
         ],
         "dev": [
             "dagster-webserver>=1.13,<1.14",
+            "dagster-dg-cli>=1.13,<1.14",
             "ruff>=0.6,<1",
         ],
     },

@@ -107,8 +107,9 @@ def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheck
 
 
 CHECK_DESCRIPTIONS = {
-    checks.SCHEMA: "Every user valid against Alma's user schema (ALMA_USER_XSD) and the load's structural "
-    "rules; no repeated identifier. Blocks the upload.",
+    checks.SCHEMA: "Every user, parsed from the files as written, valid against the project's schema of what "
+    "it sends (and Alma's rest_user.xsd when ALMA_USER_XSD names it); one preferred segment a list; no "
+    "repeated primary id or identifier. Blocks the upload.",
     checks.SHRINK: "The patron count did not drop more than max_drop_share from the last load. "
     "Blocks the upload.",
     checks.LIMITS: "Alma's limits: 4 GB a zip, 50 XML files a zip, 20 zips a load. Blocks the upload.",
@@ -200,7 +201,7 @@ def _publish(
         else:
             outcomes = [
                 checks.check_limits(result.zips, limits),
-                checks.check_schema(result.zips, institution.alma_user_xsd),
+                checks.check_schema(result.zips, checks.user_schemas(institution.alma_user_xsd))[0],
                 checks.check_shrink(
                     patron_type.name,
                     result.patrons,

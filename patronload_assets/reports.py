@@ -1,4 +1,4 @@
-"""The run report emails: plain functions from what a run recorded to a message (patron-rules §9)."""
+"""The run report emails: plain functions from what a run recorded to a message (docs/patron-rules.md §10)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from email.utils import formatdate, make_msgid
 
 # Metadata entries of the zip assets summarised at the top of a report, in this order.
 SUMMARY_COUNTS = ("patrons", "zips", "zip_bytes")
+NOT_LISTED = (*SUMMARY_COUNTS, "rows", "columns", "rows_read", "stored_bytes")
 
 
 @dataclass
@@ -46,7 +47,7 @@ def summary_lines(assets: Mapping[str, Mapping[str, object]]) -> list[str]:
         else:
             continue
         for name, value in sorted(metadata.items()):
-            if isinstance(value, int) and name not in (*SUMMARY_COUNTS, "rows", "columns", "rows_read"):
+            if isinstance(value, int) and name not in NOT_LISTED:
                 lines.append(f"  {name}: {value}")
     return lines
 

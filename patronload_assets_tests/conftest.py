@@ -6,22 +6,23 @@ import pytest
 from lxml import etree
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-SHARED_DIR = PROJECT_DIR.parent / "shared"
-ALMA_DIR = SHARED_DIR / "alma"
-REFERENCE_DIR = SHARED_DIR / "reference"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def users_schema() -> etree.XMLSchema:
-    """Alma's published schema for a <users> document."""
-    return etree.XMLSchema(etree.parse(str(ALMA_DIR / "rest_users.xsd")))
+    """The project's schema of the <users> documents it sends."""
+    from patronload_assets.domain.checks import PROJECT_XSD
+
+    return etree.XMLSchema(etree.parse(str(PROJECT_XSD)))
 
 
 def assert_valid_users(schema: etree.XMLSchema, xml: bytes) -> etree._Element:
+    """The whole document parsed and validated at once: a path independent of the schema check's."""
     document = etree.fromstring(xml)
     if not schema.validate(document):
         errors = "\n".join(str(error) for error in list(schema.error_log)[:10])
-        raise AssertionError(f"not valid against rest_users.xsd:\n{errors}")
+        raise AssertionError(f"not valid against the project's users schema:\n{errors}")
     return document
 
 

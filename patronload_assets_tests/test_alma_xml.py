@@ -1,4 +1,4 @@
-"""The XML Alma receives: valid against its schema, and shaped as patron-rules.md §3-§5, §8 say."""
+"""The XML Alma receives: valid against its schema, and shaped as docs/patron-rules.md §3-§5, §8 say."""
 
 import datetime as dt
 import re
@@ -9,11 +9,11 @@ import pytest
 import xmltodict
 from lxml import etree
 
-from patronload_assets.domain import alma_xml, rules, synthetic
+from patronload_assets.domain import alma_xml, checks, rules, synthetic
 from patronload_assets.domain.alma_xml import TemplateError, UserTemplate
 from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT, Institution, build_zips
 
-from .conftest import ALMA_DIR, assert_valid_users, staff_row, student_row
+from .conftest import assert_valid_users, staff_row, student_row
 
 MOMENT = dt.datetime(2026, 11, 28, 10, 30, 5, tzinfo=dt.UTC)
 
@@ -214,28 +214,47 @@ def test_unusable_templates_get_a_clear_error(text, message):
         UserTemplate(text)
 
 
+XS = "{http://www.w3.org/2001/XMLSchema}"
+
+
+def xsd_facts():
+    """From the project's schema: each element's type name, and each named type's length limits."""
+    tree = etree.parse(str(checks.PROJECT_XSD))
+    element_types = {}
+    for element in tree.iter(f"{XS}element"):
+        element_types.setdefault(element.get("name"), element.get("type"))
+    bases, max_lengths, min_lengths = {}, {}, {}
+    for named in tree.iter(f"{XS}simpleType", f"{XS}complexType"):
+        for derivation in named.iter(f"{XS}restriction", f"{XS}extension"):
+            bases[named.get("name")] = derivation.get("base")
+            for facet, lengths in (("maxLength", max_lengths), ("minLength", min_lengths)):
+                found = derivation.find(f"{XS}{facet}")
+                if found is not None:
+                    lengths[named.get("name")] = int(found.get("value"))
+
+    def facet(kind, lengths):
+        while kind is not None and kind not in lengths:
+            kind = bases.get(kind)
+        return lengths.get(kind)
+
+    return element_types, lambda kind: facet(kind, max_lengths), lambda kind: facet(kind, min_lengths)
+
+
 def test_writer_knows_the_schema_it_relies_on():
-    """The writer's facts about Alma's schema, checked against rest_user.xsd itself."""
-    xsd = (ALMA_DIR / "rest_user.xsd").read_text()
-    declared = dict(re.findall(r'<xs:element name="(\w+)" type="([\w:]+)"', xsd))
-    date_or_boolean = {
-        name for name, kind in re.findall(r'<xs:element name="(\w+)" type="(xs:date|xs:boolean)"', xsd)
-    }
-    assert date_or_boolean - {"value"} <= alma_xml.OMIT_WHEN_EMPTY
-    lengths = {
-        "string255Length": 255,
-        "string600Length": 600,
-        "string1000Length": 1000,
-        "string2000Length": 2000,
-    }
-    lengths |= {"string4Length": 4, "xs:string": None}
+    """The writer's facts (lengths, what is left out when empty) agree with the project's schema."""
+    element_types, max_length, min_length = xsd_facts()
+    date_or_boolean = {name for name, kind in element_types.items() if kind in ("xs:date", "xs:boolean")}
+    assert date_or_boolean <= alma_xml.OMIT_WHEN_EMPTY
+    for code in alma_xml.PROTECTED_CODES:
+        assert min_length(element_types[code]) == 1, code  # never sent empty
     templates = [(INSTITUTION_DIR / f"{name}_template.xml").read_text() for name in ("staff", "student")]
-    leaves = {name for text in templates for name in re.findall(r"<(\w+)>\{", text)}
-    for leaf in leaves:
-        kind = declared.get(leaf)
-        if kind in lengths:
-            assert alma_xml.MAX_LENGTH.get(leaf, alma_xml.DEFAULT_MAX_LENGTH) == lengths[kind], leaf
-    assert declared["line1"] == "xs:string"
+    leaves = {name for text in templates for name in re.findall(r"<(\w+)(?: [^>]*)?>\{", text)}
+    assert {"first_name", "line1", "value", "statistic_category"} <= leaves
+    for leaf in leaves - date_or_boolean:
+        expected = max_length(element_types[leaf])
+        assert alma_xml.MAX_LENGTH.get(leaf, alma_xml.DEFAULT_MAX_LENGTH) == expected, leaf
+    assert max_length(element_types["line1"]) is None
+    assert max_length("text4000") == alma_xml.ATTRIBUTE_MAX_LENGTH
     for list_element in (
         "addresses",
         "emails",

@@ -5,11 +5,9 @@ import pytest
 from patronload_assets.domain.departments import DepartmentTableError, load_department_table
 from patronload_assets.domain.load import INSTITUTION_DIR
 
-from .conftest import REFERENCE_DIR
+from .conftest import FIXTURES
 
-REFERENCE_CONFLICTS = {
-    "10004533", "10004534", "10004484",  # named in the reference README and visible in the file
-}  # fmt: skip
+CONFLICTING_TABLE = FIXTURES / "staff_departments_conflicting.json"
 
 
 def conflicting_codes(path):
@@ -20,22 +18,22 @@ def conflicting_codes(path):
     return {code for code, categories in seen.items() if len(categories) > 1}
 
 
-def test_reference_staff_table_is_refused_naming_every_conflicting_code():
-    path = REFERENCE_DIR / "staff_departments.json"
-    expected = conflicting_codes(path)
-    assert len(expected) == 9 and expected >= REFERENCE_CONFLICTS
+def test_a_table_giving_codes_two_categories_is_refused_naming_every_such_code():
+    expected = conflicting_codes(CONFLICTING_TABLE)
+    assert expected == {"10004533", "10004534", "10002466"}  # 10001100 repeats one category: no conflict
     with pytest.raises(DepartmentTableError) as raised:
-        load_department_table(path)
+        load_department_table(CONFLICTING_TABLE)
     message = str(raised.value)
-    assert "9 code(s)" in message
+    assert "3 code(s)" in message
     for code in expected:
         assert code in message
     assert "10004533: CA / QP" in message
+    assert "10001100" not in message
 
 
-def test_reference_student_table_loads_with_none_as_a_real_code():
-    table = load_department_table(REFERENCE_DIR / "student_departments.json")
-    assert len(table) == 67
+def test_none_is_a_real_code_in_a_student_table():
+    table = load_department_table(FIXTURES / "student_departments_with_none.json")
+    assert len(table) == 6
     assert table["NONE"] == "VB"
 
 

@@ -3,7 +3,6 @@
 import datetime as dt
 import shutil
 import sqlite3
-from collections import Counter
 from decimal import Decimal
 
 import dagster as dg
@@ -17,7 +16,7 @@ from patronload_assets.domain.alma_xml import UserTemplate
 from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT
 from patronload_assets.domain.values import clean_row, kerberos_key
 
-from .conftest import ALMA_DIR, assert_valid_users, load
+from .conftest import FIXTURES, assert_valid_users, load
 
 TEMPLATES = {
     name: UserTemplate.from_file(INSTITUTION_DIR / f"{name}_template.xml") for name in ("staff", "student")
@@ -61,8 +60,6 @@ def test_any_row_is_a_valid_user_or_a_named_rejection(patron_type, users_schema)
             for fields in rules.patron_fields(kept, patron_type.fields_of, run)
         ]
         document = assert_valid_users(users_schema, b"<users>" + b"".join(users) + b"</users>")
-        for user in document:
-            assert not checks.structural_problems(user)
         values = [value.text for value in document.iterfind("user/user_identifiers/user_identifier/value")]
         assert len(values) == len({value.upper() for value in values})
 
@@ -143,12 +140,7 @@ def test_hostile_warehouse_loads_every_person_once_and_valid(tmp_path, users_sch
     warehouse = hostile_warehouse(tmp_path / "dw.sqlite3")
     departments = tmp_path / "staff_departments.json"
     departments.write_text('{"10000948": "NK"}')
-    result = load(
-        warehouse,
-        tmp_path / "bucket",
-        alma_user_xsd=str(ALMA_DIR / "rest_user.xsd"),
-        staff_departments_path=str(departments),
-    )
+    result = load(warehouse, tmp_path / "bucket", staff_departments_path=str(departments))
     assert result.success
     ids = []
     for patron_type in ("staff", "student"):
@@ -219,29 +211,49 @@ def test_a_template_that_breaks_the_schema_uploads_nothing(tmp_path):
         for c in result.get_asset_check_evaluations()
         if c.check_name == "schema" and c.asset_key.path == ["student_zip"]
     )
-    assert not schema.passed and "email without email_types" in schema.description
+    assert (
+        not schema.passed
+        and "email: Missing child element(s). Expected is one of ( description, email_types )"
+        in schema.description
+    )
     assert sorted(p.name for p in (tmp_path / "bucket" / "alma").glob("student_*")) == [
         "student_2020-01-01_05.00.00.zip"
     ]
     assert len(list((tmp_path / "bucket" / "alma").glob("staff_*.zip"))) == 1  # the other type is unaffected
 
 
-def test_the_xsd_catches_what_the_structural_rules_do_not(tmp_path):
+def schema_check(result, asset):
+    return next(
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "schema" and c.asset_key.path == [asset]
+    )
+
+
+def test_a_template_element_the_project_schema_does_not_know_uploads_nothing(tmp_path):
     templates = tmp_path / "templates"
     templates.mkdir()
     shutil.copy(INSTITUTION_DIR / "student_template.xml", templates)
     text = (INSTITUTION_DIR / "staff_template.xml").read_text()
     (templates / "staff_template.xml").write_text(text.replace("<web_site_url/>", "<web_site/>"))
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 100, 100)
-    assert load(warehouse, tmp_path / "without", template_dir=str(templates)).success
-    result = load(
-        warehouse,
-        tmp_path / "with",
-        template_dir=str(templates),
-        alma_user_xsd=str(ALMA_DIR / "rest_user.xsd"),
-    )
+    result = load(warehouse, tmp_path / "bucket", template_dir=str(templates))
     assert not result.success
-    assert not list((tmp_path / "with").rglob("staff_*.zip"))
+    check = schema_check(result, "staff_zip")
+    assert not check.passed and "web_site" in check.description
+    assert check.metadata["xsd"].value == "patronload_users.xsd"
+    assert not list((tmp_path / "bucket").rglob("staff_*.zip"))
+
+
+def test_an_operators_alma_schema_is_validated_in_addition(tmp_path):
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 100, 100)
+    assert load(warehouse, tmp_path / "without").success
+    result = load(warehouse, tmp_path / "with", alma_user_xsd=str(FIXTURES / "operator_user.xsd"))
+    assert not result.success
+    check = schema_check(result, "staff_zip")
+    assert check.metadata["xsd"].value == "patronload_users.xsd, operator_user.xsd"
+    assert "operator_user.xsd: user: The attribute … is required" in check.description
+    assert not list((tmp_path / "with").rglob("*.zip"))
 
 
 def test_a_load_over_almas_limits_is_refused_before_upload(tmp_path):
@@ -271,92 +283,128 @@ def test_shrink_threshold(patrons, previous, override, passed):
     assert checks.check_shrink("staff", patrons, previous, "a test", 0.5, override).passed is passed
 
 
-def test_structural_rules_name_each_problem():
-    user = etree.fromstring(
-        "<user><primary_id/><expiry_date>2027-02-30Z</expiry_date><is_researcher>yes</is_researcher>"
-        "<user_group/><contact_info><phones><phone preferred='true'><phone_number/></phone>"
-        "<phone preferred='true'><phone_number>1</phone_number><phone_types/></phone></phones><addresses/>"
-        "</contact_info><user_identifiers><user_identifier><value/></user_identifier></user_identifiers>"
-        f"<first_name>{'x' * 256}</first_name></user>"
-    )
-    assert Counter(checks.structural_problems(user)) == {
-        "primary_id missing": 1,
-        "contact_info out of order": 1,
-        "more than one preferred in phones": 1,
-        "phone without phone_types": 1,
-        "empty phone_number": 1,
-        "empty primary_id": 1,
-        "expiry_date not a date": 1,
-        "is_researcher not a boolean": 1,
-        "empty user_group": 1,
-        "user_identifier without id_type": 1,
-        "empty value": 1,
-        "first_name over 255 characters": 1,
-    }
-
-
-def test_schema_check_reads_every_user_and_samples_beyond_the_full_check(tmp_path):
-    rows = [dict(zip(STAFF.columns, row, strict=True)) for row in synthetic.staff_rows(300)]
-    selection = rules.select_patrons(
-        [row["KRB_NAME_UPPERCASE"] for row in rows], duplicate_reason="duplicate"
-    )
-    kept = [rows[position] for position in selection.kept]
+def build_staff(tmp_path, count):
     from patronload_assets.domain.load import Institution, build_zips
 
-    moment = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
-    result = build_zips(kept, len(kept), STAFF, Institution.load(), moment, tmp_path)
-    outcome = checks.check_schema(result.zips, full_check_users=100, sample_every=10)
-    assert outcome.passed, outcome.description
-    assert outcome.metadata["users_checked"] == len(kept)
-    assert outcome.metadata["users_parsed_and_checked_by_every_rule"] == 100 + (len(kept) - 100) // 10
-
-    # A repeated identifier far past the full check is still caught: that rule reads every user.
-    import zipfile
-
-    [packaged] = result.zips
-    with zipfile.ZipFile(packaged.path) as archive:
-        xml = archive.read(packaged.xml_files[0]).splitlines()
-    first_value = xml[2].split(b"<value>")[1].split(b"</value>")[0]
-    last = xml[-2]
-    start = last.index(b"<value>") + len(b"<value>")
-    xml[-2] = last[:start] + first_value + last[last.index(b"</value>", start) :]
-    with zipfile.ZipFile(packaged.path, "w") as archive:
-        archive.writestr(packaged.xml_files[0], b"\n".join(xml))
-    outcome = checks.check_schema(result.zips, full_check_users=100, sample_every=10)
-    assert not outcome.passed and outcome.metadata["problems"] == {"repeated identifier": 1}
-
-
-EMPTY_IDENTIFIER = b"<user_identifier><value/></user_identifier></user_identifiers>"
-
-
-@pytest.mark.parametrize(
-    ("damage", "kind"),
-    [
-        (lambda line: line.replace(b"<first_name>", b"<first_name>\x01", 1), "character XML forbids"),
-        (lambda line: line.replace(b"</user_identifiers>", EMPTY_IDENTIFIER), "empty identifier"),
-        (lambda line: line.replace(b"</first_name>", b"</first_nam>", 1), "not well-formed"),
-    ],
-)  # fmt: skip
-def test_schema_check_finds_damage_in_the_file(tmp_path, damage, kind):
-    import zipfile
-
-    from patronload_assets.domain.load import Institution, build_zips
-
-    rows = [dict(zip(STAFF.columns, row, strict=True)) for row in synthetic.staff_rows(50)]
+    rows = [dict(zip(STAFF.columns, row, strict=True)) for row in synthetic.staff_rows(count)]
     kept = [
         rows[p]
         for p in rules.select_patrons([r["KRB_NAME_UPPERCASE"] for r in rows], duplicate_reason="d").kept
     ]
     moment = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
-    [packaged] = build_zips(kept, len(kept), STAFF, Institution.load(), moment, tmp_path).zips
+    return build_zips(kept, len(kept), STAFF, Institution.load(), moment, tmp_path)
+
+
+def rewrite_first_user(packaged, change):
+    """The zip's one XML file with its first user parsed, changed and written back."""
+    import zipfile
+
+    with zipfile.ZipFile(packaged.path) as archive:
+        document = etree.fromstring(archive.read(packaged.xml_files[0]))
+    change(document[0])
+    with zipfile.ZipFile(packaged.path, "w") as archive:
+        archive.writestr(
+            packaged.xml_files[0], etree.tostring(document, xml_declaration=True, encoding="utf-8")
+        )
+
+
+XSD, FILE = "patronload_users.xsd: ", "staff_2026-11-28_00.00.00.xml: "
+
+
+def _drop(user, tag):
+    user.remove(user.find(tag))
+
+
+def _swap_names(user):
+    first, last = user.find("first_name"), user.find("last_name")
+    first.addprevious(last)
+
+
+def _set(tag, text):
+    def change(user):
+        user.find(tag).text = text
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (
+            lambda user: _drop(user, "primary_id"),
+            XSD + "first_name: This element is not expected. Expected is ( primary_id )",
+        ),
+        (lambda user: _drop(user.find(".//email"), "email_types"), XSD + "email: Missing child"),
+        (_swap_names, XSD + "first_name: This element is not expected. Expected is one of ( user_title"),
+        (_set("expiry_date", ""), XSD + "expiry_date: … is not a valid value of the atomic type"),
+        (_set("first_name", "x" * 256), XSD + "first_name: [facet …] The value has a length of"),
+        (_set("last_name", "a\tb"), XSD + "last_name: [facet …] The value … is not accepted"),
+    ],
+    ids=["missing required element", "missing required child", "wrong order", "empty date", "over-long value",
+         "tab in a value"],
+)  # fmt: skip
+def test_the_project_schema_refuses_a_broken_user(tmp_path, change, reason):
+    [packaged] = build_staff(tmp_path, 20).zips
+    rewrite_first_user(packaged, change)
+    outcome, inspection = checks.check_schema([packaged], checks.user_schemas())
+    assert not outcome.passed
+    [invalid] = inspection.invalid
+    assert invalid.position == 1
+    assert any(found.startswith(reason) for found in invalid.reasons), invalid.reasons
+    assert outcome.metadata["users_checked"] == outcome.metadata["users_validated_by_xsd"] == packaged.patrons
+
+
+def test_schema_check_parses_and_validates_every_user(tmp_path):
+    result = build_staff(tmp_path, 300)
+    outcome, inspection = checks.check_schema(result.zips, checks.user_schemas())
+    assert outcome.passed, outcome.description
+    assert outcome.metadata["users_checked"] == outcome.metadata["users_validated_by_xsd"] == result.patrons
+    assert not inspection.invalid
+
+    # A repeated identifier at the end of the file is found: every user is read.
+    def repeat_first_identifier(document):
+        first = document[0].find("user_identifiers/user_identifier/value").text
+        document[-1].find("user_identifiers/user_identifier/value").text = first.lower()
+
+    import zipfile
+
+    [packaged] = result.zips
+    with zipfile.ZipFile(packaged.path) as archive:
+        document = etree.fromstring(archive.read(packaged.xml_files[0]))
+    repeat_first_identifier(document)
+    with zipfile.ZipFile(packaged.path, "w") as archive:
+        archive.writestr(packaged.xml_files[0], etree.tostring(document, pretty_print=True))  # another layout
+    outcome, inspection = checks.check_schema(result.zips, checks.user_schemas())
+    assert not outcome.passed
+    assert [(user.position, user.reasons) for user in inspection.invalid] == [
+        (result.patrons, ("identifier repeated in the load",))
+    ]
+
+
+EMPTY_IDENTIFIER = b"<user_identifier><id_type>02</id_type><value/></user_identifier></user_identifiers>"
+
+
+@pytest.mark.parametrize(
+    ("damage", "kind"),
+    [
+        (lambda line: line.replace(b"<first_name>", b"<first_name>\x01", 1), FILE + "not well-formed"),
+        (lambda line: line.replace(b"</first_name>", b"</first_nam>", 1), FILE + "not well-formed"),
+        (lambda line: line.replace(b"</user_identifiers>", EMPTY_IDENTIFIER), XSD + "value: [facet …]"),
+    ],
+)  # fmt: skip
+def test_schema_check_finds_damage_in_the_file(tmp_path, damage, kind):
+    import zipfile
+
+    [packaged] = build_staff(tmp_path, 50).zips
     with zipfile.ZipFile(packaged.path) as archive:
         lines = archive.read(packaged.xml_files[0]).split(b"\n")
     lines[5] = damage(lines[5])
     with zipfile.ZipFile(packaged.path, "w") as archive:
         archive.writestr(packaged.xml_files[0], b"\n".join(lines))
-    outcome = checks.check_schema([packaged])
+    outcome, inspection = checks.check_schema([packaged], checks.user_schemas())
     assert not outcome.passed
-    assert any(found.startswith(kind) for found in outcome.metadata["problems"]), outcome.metadata["problems"]
+    found = [*inspection.file_problems, *(reason for user in inspection.invalid for reason in user.reasons)]
+    assert any(problem.startswith(kind) for problem in found), found
 
 
 def test_a_new_instance_compares_with_the_count_recorded_in_the_bucket(tmp_path):

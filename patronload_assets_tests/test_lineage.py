@@ -17,7 +17,7 @@ from patronload_assets import assets, frames
 from patronload_assets.domain import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse, read_sql
 
-from .conftest import PROJECT_DIR, REFERENCE_DIR, assert_valid_users
+from .conftest import FIXTURES, PROJECT_DIR, assert_valid_users
 
 ALL_ASSETS = dg.load_assets_from_modules([assets])
 
@@ -161,7 +161,7 @@ def test_department_table_conflict_fails_the_run_naming_the_codes(warehouse_path
             "warehouse": SqliteWarehouse(path=str(warehouse_path)),
             "bucket": LocalBucket(directory=str(tmp_path)),
             "institution": InstitutionData(
-                staff_departments_path=str(REFERENCE_DIR / "staff_departments.json")
+                staff_departments_path=str(FIXTURES / "staff_departments_conflicting.json")
             ),
         },
         raise_on_error=False,
@@ -184,7 +184,7 @@ def test_command_line_materialize_with_settings(tmp_path):
         LOCAL_WAREHOUSE_PATH=str(tmp_path / "dw.sqlite3"),
         LOCAL_BUCKET_DIR=str(tmp_path / "bucket"),
         S3_PREFIX="incoming/alma",
-        STUDENT_DEPARTMENTS_PATH=str(REFERENCE_DIR / "student_departments.json"),
+        STUDENT_DEPARTMENTS_PATH=str(FIXTURES / "student_departments_with_none.json"),
     )
     (tmp_path / "home").mkdir()
     completed = subprocess.run(
@@ -209,8 +209,12 @@ def test_command_line_materialize_with_settings(tmp_path):
     assert (tmp_path / "dw.sqlite3").exists()
     with zipfile.ZipFile(zips[1]) as archive:
         students = archive.read(archive.namelist()[0])
-    # Course 6 is "UH" in the reference table given by path, another category in the shipped one.
-    assert json.loads((REFERENCE_DIR / "student_departments.json").read_text())["6"] == "UH"
+    # Course 6 is "UH" in the table given by path, another category in the shipped one.
+    assert json.loads((FIXTURES / "student_departments_with_none.json").read_text())["6"] == "UH"
+    assert (
+        json.loads((PROJECT_DIR / "patronload_assets/institution/student_departments.json").read_text())["6"]
+        != "UH"
+    )
     assert b">UH</statistic_category>" in students
 
 

@@ -1,4 +1,4 @@
-"""Zips as Alma takes them (patron-rules.md §8): names, limits, sets of files, stale zips."""
+"""Zips as Alma takes them (docs/patron-rules.md §8): names, limits, sets of files, stale zips."""
 
 import datetime as dt
 import zipfile

@@ -1,4 +1,4 @@
-"""patron-rules.md, section by section, on the domain functions directly."""
+"""docs/patron-rules.md, section by section, on the domain functions directly."""
 
 import datetime as dt
 import re

@@ -7,6 +7,8 @@ import pytest
 from patronload_assets.domain.values import (
     REPAIR_CONTROL_CHARACTERS,
     REPAIR_NON_TEXT,
+    REPAIR_WHITESPACE,
+    clean_row,
     kerberos_key,
     to_text,
 )
@@ -30,7 +32,12 @@ from patronload_assets.domain.values import (
         ("\ufeffJane", "Jane"),
         ("Ja\x00ne\x1b", "Jane"),
         ("\x07", None),
-        ("tab\tand\nnewline", "tab\tand\nnewline"),
+        ("1 Main St\r\nApt 2", "1 Main St Apt 2"),
+        ("tab\tand\nnewline", "tab and newline"),
+        ("a\x0bb\x0cc\x1fd", "a b c d"),  # VT, FF, unit separator: whitespace XML forbids
+        ("a\x85b\u2028c\u2029d", "a b c d"),  # NEL, line and paragraph separators
+        ("\u00a0no-break\u3000ideographic  spaces ", "no-break ideographic spaces"),
+        ("\r\n\t\u2028", None),
     ],
 )
 def test_to_text(value, text):
@@ -42,7 +49,16 @@ def test_repairs_are_counted_by_kind():
     to_text("a\x01b", repairs)
     to_text(12.0, repairs)
     to_text("plain", repairs)
-    assert repairs == {REPAIR_CONTROL_CHARACTERS: 1, REPAIR_NON_TEXT: 1}
+    to_text("  plain and trimmed ", repairs)  # trimming the ends is not a repair
+    to_text("two\nlines", repairs)
+    assert repairs == {REPAIR_CONTROL_CHARACTERS: 1, REPAIR_NON_TEXT: 1, REPAIR_WHITESPACE: 1}
+
+
+def test_a_row_with_a_line_break_leaves_the_fast_path_and_is_repaired():
+    repairs = Counter()
+    row = clean_row({"A": " x ", "B": "1 Main St\r\nApt 2", "C": None}, repairs)
+    assert row == {"A": "x", "B": "1 Main St Apt 2", "C": None}
+    assert repairs == {REPAIR_WHITESPACE: 1}
 
 
 def test_kerberos_names_compare_case_insensitively():

@@ -1,4 +1,4 @@
--- Staff: the LIBRARY_EMPLOYEE view of the Data Warehouse (patron-rules.md §1).
+-- Staff: the LIBRARY_EMPLOYEE view of the Data Warehouse (docs/patron-rules.md §1).
 -- Runs unchanged on Oracle and on the embedded SQLite warehouse.
 SELECT
     MIT_ID, EMAIL_ADDRESS, KRB_NAME_UPPERCASE, LIBRARY_ID,

@@ -1,4 +1,4 @@
--- Students: the LIBRARY_STUDENT view of the Data Warehouse (patron-rules.md §1).
+-- Students: the LIBRARY_STUDENT view of the Data Warehouse (docs/patron-rules.md §1).
 -- Runs unchanged on Oracle and on the embedded SQLite warehouse.
 SELECT
     MIT_ID, EMAIL_ADDRESS, KRB_NAME_UPPERCASE, LIBRARY_ID,

@@ -1,4 +1,4 @@
-"""Alma user XML: institution templates compiled into a fast record writer (patron-rules.md §8).
+"""Alma user XML: institution templates compiled into a fast record writer (docs/patron-rules.md §8).
 
 A template is an institution-editable ``<user>`` document (read with xmltodict). Text or an
 attribute may hold placeholders, ``{first_name}``, filled from a record's fields. Rendering rules,

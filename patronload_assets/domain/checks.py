@@ -1,4 +1,4 @@
-"""Checks of a built load, run before anything of a type is uploaded.
+"""Checks of a built load, run before anything of a type is uploaded (docs/patron-rules.md §9).
 
 Blocking checks (schema, shrink, limits) keep a type's zips out of the bucket when they fail;
 informational ones (unknown departments, user groups, repairs) only warn. Problems are reported
@@ -7,12 +7,11 @@ as counts by kind and user positions, never patron data.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import re
 import zipfile
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,32 +24,7 @@ SCHEMA, SHRINK, LIMITS = "schema", "shrink", "limits"
 UNKNOWN_DEPARTMENTS, USER_GROUPS, REPAIRS = "unknown_departments", "user_groups", "repairs"
 BLOCKING = (SCHEMA, SHRINK, LIMITS)
 
-DATE_ELEMENTS, BOOLEAN_ELEMENTS = alma_xml.DATE_ELEMENTS, alma_xml.BOOLEAN_ELEMENTS
-PROTECTED_CODES = alma_xml.PROTECTED_CODES
-REQUIRED_CHILDREN = {
-    "email": ("email_address", "email_types"),
-    "phone": ("phone_number", "phone_types"),
-    "address": ("address_types",),
-    "user_identifier": ("id_type", "value"),
-    "user_statistic": ("statistic_category",),
-}
-NON_EMPTY = ("primary_id", "email_address", "phone_number", "value", "id_type")
-PREFERRED_LISTS = ("addresses", "emails", "phones")
 EXAMPLES = 10
-BLOCK_BYTES = 8 << 20
-FULL_CHECK_USERS = 50_000  # per type: every user through every rule; beyond, 1 in SAMPLE_EVERY
-SAMPLE_EVERY = 50
-
-_XSD_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?")
-
-
-_C0 = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_FORBIDDEN_SEQUENCES = (b"\xef\xbb\xbf", b"\xef\xbf\xbe", b"\xef\xbf\xbf")  # BOM, U+FFFE, U+FFFF
-_IDENTIFIER = re.compile(rb"<user_identifier(?: [^>]*)?>(.*?)</user_identifier>", re.DOTALL)
-_IDENTIFIER_VALUE = re.compile(rb"<value>([^<]*)</value>")
-_EMPTY_IDENTIFIER = (b"<value></value>", b"<value/>")
-_SUSPECT_SEQUENCES = (*_FORBIDDEN_SEQUENCES, *_EMPTY_IDENTIFIER)
-XML_HEADER = alma_xml.XML_DECLARATION.rstrip("\n").encode()
 
 
 @dataclass
@@ -69,178 +43,177 @@ class Outcome:
 
 # -- schema -------------------------------------------------------------------------------------
 
+# The project's own schema of the <users> documents it sends (docs/patron-rules.md §8).
+PROJECT_XSD = Path(__file__).resolve().parent.parent / "schema" / "patronload_users.xsd"
+USERS_ROOT, USER = "users", "user"
 
-_VALUE_TAGS = (*NON_EMPTY, *DATE_ELEMENTS, *BOOLEAN_ELEMENTS, *PROTECTED_CODES)
-
-
-_LONG_TEXT = etree.XPath(
-    f"descendant-or-self::*[not(*)][string-length(text()) > {alma_xml.DEFAULT_MAX_LENGTH}]"
-)
-_LONG_SHORT_LIMITED = [
-    etree.XPath(f"descendant::{name}[string-length(text()) > {limit}]")
-    for name, limit in alma_xml.MAX_LENGTH.items()
-    if limit is not None and limit < alma_xml.DEFAULT_MAX_LENGTH
-]
-_LONG_ATTRIBUTES = etree.XPath(
-    f"descendant-or-self::*/@*[string-length(.) > {alma_xml.ATTRIBUTE_MAX_LENGTH}]"
-)
+IDENTIFIER_VALUES = "user_identifiers/user_identifier/value"
+_QUOTED = re.compile(r"'[^']*'")
+_NAMED = re.compile(r"^(?:Element|attribute) '([^']+)'")
 
 
-def structural_problems(user) -> list[str]:
-    """The project's own rules for one ``<user>`` element (an lxml element)."""
+@dataclass(frozen=True)
+class UserSchema:
+    """A schema every user is validated against: the project's, or an operator's copy of Alma's."""
+
+    name: str
+    schema: etree.XMLSchema
+
+    @classmethod
+    def load(cls, path: str | Path) -> UserSchema:
+        try:
+            return cls(Path(path).name, etree.XMLSchema(etree.parse(str(path))))
+        except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as error:
+            raise ValueError(f"cannot use the user schema {path}: {error}") from error
+
+
+@functools.lru_cache(maxsize=8)
+def _schema(path: str) -> UserSchema:
+    return UserSchema.load(path)
+
+
+def user_schemas(extra_xsd: str | Path | None = None) -> list[UserSchema]:
+    """The project's schema, and the operator's copy of Alma's when one is given."""
+    schemas = [_schema(str(PROJECT_XSD))]
+    if extra_xsd:
+        schemas.append(_schema(str(extra_xsd)))
+    return schemas
+
+
+def xsd_reason(schema: UserSchema, error) -> str:
+    """A validation error as a reason without the value that caused it: element and message,
+    quoted values elided (the reason is counted in metadata, which carries no patron data)."""
+    message = error.message
+    named = _NAMED.match(message)
+    element = error.path.rsplit("/", 1)[-1].split("[")[0] if error.path else ""
+    text = _QUOTED.sub("…", message[named.end() :] if named else message).strip(" :")
+    where = named[1] if named else element
+    return f"{schema.name}: {where}: {text}" if where else f"{schema.name}: {text}"
+
+
+@dataclass(frozen=True)
+class InvalidUser:
+    """A user that fails the check: where it is, who it is (for the run report only), why."""
+
+    xml_file: str
+    position: int  # 1-based, in its XML file
+    primary_id: str
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class Inspection:
+    """What parsing every user of a type's zips found."""
+
+    users: int = 0
+    validated: dict[str, int] = field(default_factory=dict)  # schema name -> users validated
+    invalid: list[InvalidUser] = field(default_factory=list)
+    file_problems: list[str] = field(default_factory=list)  # a file that is not a users document
+    identifiers: set[str] = field(default_factory=set)
+    primary_ids: set[str] = field(default_factory=set)
+
+    def reasons(self) -> Counter:
+        return Counter(reason for user in self.invalid for reason in user.reasons)
+
+
+def _user_problems(user, schemas, inspection: Inspection, taken_identifiers: Set[str]) -> list[str]:
+    """Every rule one ``<user>`` element (parsed, lxml) breaks."""
     problems = []
-    if not (user.findtext("primary_id") or "").strip():
-        problems.append("primary_id missing")
+    for schema in schemas:
+        inspection.validated[schema.name] += 1
+        if not schema.schema.validate(user):
+            problems.append(xsd_reason(schema, schema.schema.error_log.last_error))
+    # The rules an XSD 1.0 cannot state: no repeated primary id or identifier in the load, one
+    # preferred segment a list. (Element walks: an XPath call costs more than the walk here.)
+    primary_id = (user.findtext("primary_id") or "").strip().upper()
+    if primary_id:
+        if primary_id in inspection.primary_ids:
+            problems.append("primary_id repeated in the load")
+        inspection.primary_ids.add(primary_id)
+    for value in user.iterfind(IDENTIFIER_VALUES):
+        key = (value.text or "").strip().upper()
+        if key in inspection.identifiers or key in taken_identifiers:
+            problems.append("identifier repeated in the load")
+        inspection.identifiers.add(key)
     contact_info = user.find("contact_info")
     if contact_info is not None:
-        order = [child.tag for child in contact_info]
-        if order != sorted(
-            order,
-            key=lambda tag: (
-                alma_xml.CONTACT_INFO_ORDER.index(tag) if tag in alma_xml.CONTACT_INFO_ORDER else 99
-            ),
-        ):
-            problems.append("contact_info out of order")
-        for list_name in PREFERRED_LISTS:
-            segments = contact_info.find(list_name)
-            if segments is not None and sum(s.get("preferred") == "true" for s in segments) > 1:
-                problems.append(f"more than one preferred in {list_name}")
-    for segment in user.iter(*REQUIRED_CHILDREN):
-        for child in REQUIRED_CHILDREN[segment.tag]:
-            if segment.find(child) is None:
-                problems.append(f"{segment.tag} without {child}")
-    for element in user.iter(*_VALUE_TAGS):
-        tag, text = element.tag, (element.text or "").strip()
-        if tag in NON_EMPTY:
-            if len(element) == 0 and not text:
-                problems.append(f"empty {tag}")
-        elif tag in DATE_ELEMENTS:
-            if not _is_xsd_date(text):
-                problems.append(f"{tag} not a date")
-        elif tag in BOOLEAN_ELEMENTS:
-            if text not in ("true", "false", "1", "0"):
-                problems.append(f"{tag} not a boolean")
-        elif not text:  # a protected code
-            problems.append(f"empty {tag}")
-    # Lengths through XPath (C): only the rare long values reach Python.
-    for element in [*_LONG_TEXT(user), *(found for xpath in _LONG_SHORT_LIMITED for found in xpath(user))]:
-        limit = alma_xml.MAX_LENGTH.get(element.tag, alma_xml.DEFAULT_MAX_LENGTH)
-        if limit is not None and len(element.text or "") > limit:
-            problems.append(f"{element.tag} over {limit} characters")
-    if _LONG_ATTRIBUTES(user):
-        problems.append(f"attribute over {alma_xml.ATTRIBUTE_MAX_LENGTH} characters")
+        for segments in contact_info:
+            if sum(segment.get("preferred") == "true" for segment in segments) > 1:
+                problems.append(f"more than one preferred in {segments.tag}")
     return problems
 
 
-@functools.lru_cache(maxsize=64)  # a run writes the same few dates on every user
-def _is_xsd_date(text: str) -> bool:
-    match = _XSD_DATE.fullmatch(text)
-    if not match:
-        return False
-    try:
-        dt.date(int(match[1]), int(match[2]), int(match[3]))
-    except ValueError:
-        return False
-    return True
+def inspect_users(
+    zips: list[PackagedZip],
+    schemas: list[UserSchema],
+    taken_identifiers: Set[str] = frozenset(),
+) -> Inspection:
+    """Parse every XML file of the zips as XML (streamed: memory stays flat in the file size) and
+    check every user: each schema, one preferred segment a list, primary ids and identifiers not
+    repeated in the type nor among ``taken_identifiers`` (the other type's). Independent of how the
+    writer lays its output out."""
+    inspection = Inspection(validated={schema.name: 0 for schema in schemas})
+    for packaged in zips:
+        for name in packaged.xml_files:
+            with zipfile.ZipFile(packaged.path) as archive, archive.open(name) as stream:
+                try:
+                    _inspect_file(stream, name, schemas, taken_identifiers, inspection)
+                except etree.XMLSyntaxError as error:
+                    problem = f"{name}: not well-formed XML: {_QUOTED.sub('…', error.msg)}"
+                    inspection.file_problems.append(problem)
+    return inspection
 
 
-def _blocks(packaged: PackagedZip, name: str) -> Iterator[bytes]:
-    """The file in blocks of whole lines (the writer puts one ``<user>`` a line), streamed:
-    memory stays flat however large the file."""
-    with zipfile.ZipFile(packaged.path) as archive, archive.open(name) as stream:
-        pending = b""
-        while block := stream.read(BLOCK_BYTES):
-            block = pending + block
-            end = block.rfind(b"\n") + 1
-            pending = block[end:]
-            if end:
-                yield block[:end]
-        if pending:
-            yield pending
-
-
-def _suspect(block: bytes) -> bool:
-    """Whether a block may hold a forbidden character or an empty identifier: one C-speed scan
-    of the whole block, so only a suspect block is looked at line by line."""
-    return bool(_C0.search(block)) or any(sequence in block for sequence in _SUSPECT_SEQUENCES)
+def _inspect_file(stream, name: str, schemas, taken_identifiers: Set[str], inspection: Inspection) -> None:
+    parsing = etree.iterparse(stream, events=("end",), tag=USER, huge_tree=True, collect_ids=False)
+    position = 0
+    for _, user in parsing:
+        parent = user.getparent()
+        if parent is None or parent.getparent() is not None:
+            inspection.file_problems.append(f"{name}: a <user> that is not a child of <users>")
+            continue
+        position += 1
+        problems = _user_problems(user, schemas, inspection, taken_identifiers)
+        if problems:
+            primary_id = (user.findtext("primary_id") or "").strip() or "(none)"
+            inspection.invalid.append(InvalidUser(name, position, primary_id, tuple(problems)))
+        # Done with this user: free it, and the users before it, from the tree.
+        user.clear(keep_tail=True)
+        while user.getprevious() is not None:
+            del parent[0]
+    inspection.users += position
+    root = parsing.root
+    if root is None or root.tag != USERS_ROOT:
+        inspection.file_problems.append(f"{name}: root element is not <{USERS_ROOT}>")
+    elif (root.getroottree().docinfo.encoding or "").lower() != "utf-8":
+        inspection.file_problems.append(f"{name}: not declared UTF-8")
 
 
 def check_schema(
     zips: list[PackagedZip],
-    xsd_path: str | Path | None = None,
-    full_check_users: int = FULL_CHECK_USERS,
-    sample_every: int = SAMPLE_EVERY,
-) -> Outcome:
-    """Users valid for Alma, checked in the zips as written.
-
-    Every user: no character XML forbids, no empty identifier, no identifier repeated in the type.
-    Every user up to ``full_check_users`` per type, and one in ``sample_every`` beyond: parsed,
-    the project's structural rules, and Alma's XSD when one is given. (A full parse costs about
-    100 microseconds a user here: every user of a daily load, a sample of a million-user one.)
-    """
-    schema = etree.XMLSchema(etree.parse(str(xsd_path))) if xsd_path else None
-    problems: Counter = Counter()
-    examples: list[str] = []
-    identifiers: set[bytes] = set()
-    users = parsed = 0
-
-    def problem(where: str, kind: str) -> None:
-        problems[kind] += 1
-        if len(examples) < EXAMPLES:
-            examples.append(f"{where}: {kind}")
-
-    for packaged in zips:
-        for name in packaged.xml_files:
-            header, users_before = b"", users
-            for block in _blocks(packaged, name):
-                suspect = _suspect(block)
-                for line in block.split(b"\n"):
-                    if not line.startswith(b"<user>"):
-                        if users == users_before:
-                            header += line + b"\n"
-                        elif line not in (b"</users>", b""):
-                            problem(name, "unexpected content between users")
-                        continue
-                    users += 1
-                    where = f"{name} user {users}"
-                    if suspect:
-                        if _C0.search(line) or any(sequence in line for sequence in _FORBIDDEN_SEQUENCES):
-                            problem(where, "character XML forbids")
-                        if any(empty in line for empty in _EMPTY_IDENTIFIER):
-                            problem(where, "empty identifier")
-                    for segment in _IDENTIFIER.findall(line):
-                        for value in _IDENTIFIER_VALUE.findall(segment):
-                            key = value.strip().upper()
-                            if key in identifiers:
-                                problem(where, "repeated identifier")
-                            identifiers.add(key)
-                    if users > full_check_users and users % sample_every:
-                        continue
-                    parsed += 1
-                    try:
-                        user = etree.fromstring(line)
-                    except etree.XMLSyntaxError as error:
-                        problem(where, f"not well-formed: {error.msg}")
-                        continue
-                    for kind in structural_problems(user):
-                        problem(where, kind)
-                    if schema is not None and not schema.validate(user):
-                        problem(where, f"XSD: {schema.error_log.last_error.message.split(':')[0]}")
-            if not header.startswith(XML_HEADER + b"\n<users>"):
-                problem(name, "not an Alma users document")
+    schemas: list[UserSchema],
+    taken_identifiers: Set[str] = frozenset(),
+) -> tuple[Outcome, Inspection]:
+    """Every user of the zips, as written, valid: every schema and the rules an XSD cannot state."""
+    inspection = inspect_users(zips, schemas, taken_identifiers)
+    reasons = inspection.reasons()
     metadata = {
-        "users_checked": users,
-        "users_parsed_and_checked_by_every_rule": parsed,
-        "xsd": Path(xsd_path).name if xsd_path else "none (structural rules only)",
-        "problems": dict(problems),
-        "examples": examples,
+        "users_checked": inspection.users,
+        "xsd": ", ".join(schema.name for schema in schemas),
+        "users_validated_by_xsd": min(inspection.validated.values(), default=0),
+        "users_invalid": len(inspection.invalid),
+        "invalid_by_reason": dict(reasons.most_common(EXAMPLES)),
+        "file_problems": inspection.file_problems[:EXAMPLES],
     }
+    problems = len(inspection.invalid) + len(inspection.file_problems)
     if problems:
-        summary = "; ".join(f"{kind} ({count})" for kind, count in problems.most_common(5))
-        return Outcome(
-            SCHEMA, False, f"{sum(problems.values())} problem(s) in {users} users: {summary}", metadata
+        summary = "; ".join(
+            [*inspection.file_problems[:3], *(f"{kind} ({count})" for kind, count in reasons.most_common(5))]
         )
-    return Outcome(SCHEMA, True, f"{users} users valid ({parsed} parsed and checked by every rule)", metadata)
+        description = f"{problems} problem(s) in {inspection.users} users: {summary}"
+        return Outcome(SCHEMA, False, description, metadata), inspection
+    description = f"{inspection.users} users valid against {metadata['xsd']}"
+    return Outcome(SCHEMA, True, description, metadata), inspection
 
 
 # -- shrink -------------------------------------------------------------------------------------
@@ -284,7 +257,7 @@ def check_shrink(
 
 
 def check_limits(zips: list[PackagedZip], limits: AlmaLimits, refused: str | None = None) -> Outcome:
-    """Alma's packaging limits (patron-rules.md §8); ``refused`` is the packager's refusal."""
+    """Alma's packaging limits (docs/patron-rules.md §8); ``refused`` is the packager's refusal."""
     metadata = {
         "zips": len(zips),
         "max_zips": limits.max_zips_per_load,
@@ -342,6 +315,7 @@ def informational(
 
 REPAIR_KINDS = (
     values.REPAIR_CONTROL_CHARACTERS,
+    values.REPAIR_WHITESPACE,
     values.REPAIR_NON_TEXT,
     values.REPAIR_UNDECODABLE_BYTES,
     alma_xml.REPAIR_TRUNCATED,

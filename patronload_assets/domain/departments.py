@@ -1,4 +1,4 @@
-"""Department tables: department code -> Alma statistical category (patron-rules.md §7)."""
+"""Department tables: department code -> Alma statistical category (docs/patron-rules.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zipped XML files as Alma's integration profile takes them (patron-rules.md §8).
+"""Zipped XML files as Alma's integration profile takes them (docs/patron-rules.md §8).
 
 Records are streamed into the zip as they are rendered: memory does not grow with the number of
 patrons. A type's users are split over several XML files when they pass ``users_per_file``, and

@@ -1,6 +1,6 @@
 """The patron rules: warehouse rows to the values of one Alma user record.
 
-Each section of ``patron-rules.md`` is one block below, in the same order. What is constant in
+Each section of ``docs/patron-rules.md`` is one block below, in the same order. What is constant in
 every record (record type, roles, segment types, the ``@MIT.EDU`` suffix) lives in the
 institution's XML templates; the department tables are JSON data. This module decides only what
 varies per patron.
@@ -44,6 +44,11 @@ DROPPED_STUDENT_IS_STAFF = "dropped_student_already_staff"
 DROPPED_DUPLICATE_STUDENT = "dropped_duplicate_student"
 STAFF_LEFT_OUT = (REJECTED_NO_KERBEROS_NAME, DROPPED_DUPLICATE_STAFF)
 STUDENT_LEFT_OUT = (REJECTED_NO_KERBEROS_NAME, DROPPED_STUDENT_IS_STAFF, DROPPED_DUPLICATE_STUDENT)
+
+# §3 Common fields
+EXPIRY_MONTHS = 6  # expiry_date: run date (UTC) + 6 calendar months
+PURGE_MONTHS = 30  # purge_date: run date (UTC) + 2 years 6 months
+NO_BARCODE = "NONE"  # the warehouse's word for "this person has no barcode"
 
 # §4 / §5
 NO_ADDRESS = "NO ADDRESS ON FILE IN DATA WAREHOUSE"
@@ -132,8 +137,8 @@ class RunContext:
     unknown_departments: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.expiry_date = alma_date(add_months(self.run_date, 6))
-        self.purge_date = alma_date(add_months(self.run_date, 30))
+        self.expiry_date = alma_date(add_months(self.run_date, EXPIRY_MONTHS))
+        self.purge_date = alma_date(add_months(self.run_date, PURGE_MONTHS))
 
     def category(self, code: str | None, table: Mapping[str, str], fallback: str) -> str:
         """The statistical category of a department code; ``fallback`` when missing or unknown."""
@@ -160,7 +165,7 @@ def preferred_part(preferred: str | None, legal: str | None) -> str:
 def identifiers(row: Mapping[str, str | None]) -> dict[str, str | None]:
     """Identifier 02 (MIT ID) and 01 (barcode, unless the literal ``NONE``)."""
     barcode = row["LIBRARY_ID"]
-    return {"mit_id": row["MIT_ID"], "barcode": None if barcode == "NONE" else barcode}
+    return {"mit_id": row["MIT_ID"], "barcode": None if barcode == NO_BARCODE else barcode}
 
 
 def claim_identifiers(fields: dict[str, str | None], claimed: set[str], counts: Counter) -> None:

@@ -1,6 +1,6 @@
 """Synthetic patrons for the embedded warehouse: seeded, so every run sees the same people.
 
-The rows exercise every rule of patron-rules.md: student employees, duplicate and missing
+The rows exercise every rule of docs/patron-rules.md: student employees, duplicate and missing
 Kerberos names, ``NONE`` barcodes, unknown departments, missing phones and addresses, preferred
 names differing only in case, phone numbers in every shape the warehouse holds.
 """

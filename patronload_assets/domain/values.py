@@ -1,7 +1,8 @@
-"""Warehouse values to clean text (patron-rules.md §1, §8).
+"""Warehouse values to clean text (docs/patron-rules.md §1, §8).
 
 Every warehouse value becomes either a trimmed string or ``None`` ("missing"). Characters that
-XML 1.0 forbids are removed here, once, and each repair is counted by kind so it can be reported.
+XML 1.0 forbids are removed here, once; line breaks, tabs and every other kind of whitespace become
+single spaces; each repair is counted by kind so it can be reported.
 """
 
 from __future__ import annotations
@@ -12,11 +13,17 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-# C0 controls other than tab, newline and carriage return, the byte-order mark, lone surrogates
-# and the two non-characters XML 1.0 excludes.
-_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufeff\ud800-\udfff\ufffe\uffff]")
+# C0 controls XML 1.0 forbids, the byte-order mark, lone surrogates and the two non-characters XML
+# excludes. VT, FF and the separators U+001C-U+001F, which XML forbids too, are whitespace: they
+# become spaces below.
+_FORBIDDEN = re.compile("[\x00-\x08\x0e-\x1b\ufeff\ud800-\udfff\ufffe\uffff]")
+
+# Any whitespace but a lone space: CR, LF, TAB, VT, FF, NEL, the line and paragraph separators,
+# no-break and ideographic spaces... (what str.split splits on), or a run of spaces.
+_IRREGULAR_SPACE = re.compile(r"[^\S ]| {2}")
 
 REPAIR_CONTROL_CHARACTERS = "control_characters_removed"
+REPAIR_WHITESPACE = "whitespace_normalised"
 REPAIR_NON_TEXT = "non_text_values_converted"
 REPAIR_UNDECODABLE_BYTES = "undecodable_bytes_replaced"
 
@@ -24,8 +31,9 @@ REPAIR_UNDECODABLE_BYTES = "undecodable_bytes_replaced"
 def to_text(value: object, repairs: Counter | None = None) -> str | None:
     """The text the warehouse meant by ``value``; ``None`` when it is missing.
 
-    ``None``, ``''`` and whitespace-only values are missing. Integral numbers lose any ``.0``
-    (``10000948.0`` -> ``"10000948"``); dates become ISO text; bytes are decoded as UTF-8.
+    ``None``, ``''`` and whitespace-only values are missing. Whitespace inside a value becomes
+    single spaces. Integral numbers lose any ``.0`` (``10000948.0`` -> ``"10000948"``); dates
+    become ISO text; bytes are decoded as UTF-8.
     """
     if value is None:
         return None
@@ -40,6 +48,12 @@ def to_text(value: object, repairs: Counter | None = None) -> str | None:
         text = _FORBIDDEN.sub("", text).strip()
         if repairs is not None:
             repairs[REPAIR_CONTROL_CHARACTERS] += 1
+        if not text:
+            return None
+    if _IRREGULAR_SPACE.search(text):
+        text = " ".join(text.split())
+        if repairs is not None:
+            repairs[REPAIR_WHITESPACE] += 1
         if not text:
             return None
     return text
@@ -89,8 +103,8 @@ def _non_text_to_text(value: object, repairs: Counter | None) -> str | None:
 def clean_row(row: Mapping[str, object], repairs: Counter | None = None) -> dict[str, str | None]:
     """Every value of ``row`` through :func:`to_text`.
 
-    The common case (text without forbidden characters) takes a fast path: trimmed here, with
-    one scan of the whole row for characters XML forbids instead of one per value.
+    The common case (text with nothing to repair) takes a fast path: trimmed here, with one scan
+    of the whole row for forbidden characters and irregular whitespace instead of one per value.
     """
     cleaned = {}
     slow = False
@@ -102,7 +116,8 @@ def clean_row(row: Mapping[str, object], repairs: Counter | None = None) -> dict
         else:
             slow = True
             break
-    if slow or _FORBIDDEN.search("".join(filter(None, cleaned.values()))):
+    joined = "".join(filter(None, cleaned.values()))  # trimmed values: no run of spaces at a seam
+    if slow or _FORBIDDEN.search(joined) or _IRREGULAR_SPACE.search(joined):
         return {column: to_text(value, repairs) for column, value in row.items()}
     return cleaned
 

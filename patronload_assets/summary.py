@@ -1,0 +1,39 @@
+"""The short summary `make run` prints: what the newest run of this instance did.
+
+DAGSTER_HOME=... python -m patronload_assets.summary
+"""
+
+import sys
+
+import dagster as dg
+
+from . import reports
+from .sensors import run_facts
+
+
+def summary(instance: dg.DagsterInstance) -> tuple[bool, list[str]]:
+    """Whether the newest run succeeded, and the lines that say what it loaded (or why it failed)."""
+    records = instance.get_run_records(limit=1)
+    if not records:
+        return False, ["No run on this instance."]
+    run = records[0].dagster_run
+    facts = run_facts(instance, run)
+    succeeded = run.status == dg.DagsterRunStatus.SUCCESS
+    lines = [f"Run {run.run_id}: {run.status.value}", *reports.summary_lines(facts.assets)]
+    for metadata in facts.assets.values():
+        if metadata.get("location"):
+            lines.append(f"zip: {metadata['location']}")
+    if not succeeded:
+        lines += [f"failed step(s): {', '.join(facts.failed_steps) or 'none recorded'}", *facts.errors]
+    return succeeded, lines
+
+
+def main() -> None:
+    with dg.DagsterInstance.get() as instance:
+        succeeded, lines = summary(instance)
+    print("\n".join(lines))
+    sys.exit(0 if succeeded else 1)
+
+
+if __name__ == "__main__":
+    main()

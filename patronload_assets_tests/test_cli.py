@@ -1,0 +1,104 @@
+"""Every command the README shows works from the project root, with DAGSTER_HOME unset (a
+throwaway instance, as Dagster does) and set."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from patronload_assets import summary
+from patronload_assets.domain import synthetic
+
+from .conftest import PROJECT_DIR, load
+
+BIN = Path(sys.executable).parent
+
+
+def environment(tmp_path, home: Path | None) -> dict[str, str]:
+    """This machine's environment without any production setting, the embedded defaults in
+    ``tmp_path``, and ``DAGSTER_HOME`` only when ``home`` is given."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(
+            ("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY", "DAGSTER_")
+        )
+    }
+    env.update(
+        LOCAL_WAREHOUSE_PATH=str(tmp_path / "dw.sqlite3"),
+        LOCAL_BUCKET_DIR=str(tmp_path / "bucket"),
+        LOCAL_OUTBOX_DIR=str(tmp_path / "outbox"),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+        env["DAGSTER_HOME"] = str(home)
+    return env
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    completed = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, (command, completed.stdout[-2000:], completed.stderr[-3000:])
+    return completed
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["dagster", "definitions", "validate", "-w", "workspace.yaml"], ["dg", "check", "defs"]],
+    ids=["dagster definitions validate", "dg check defs"],
+)
+@pytest.mark.parametrize("home", [False, True], ids=["DAGSTER_HOME unset", "DAGSTER_HOME set"])
+def test_definitions_validate_from_the_root(tmp_path, command, home):
+    run(command, environment(tmp_path, tmp_path / "home" if home else None))
+
+
+LOADS = {
+    "dagster asset materialize": [
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "patronload_assets",
+        "--select",
+        "*",
+    ],
+    "dagster job execute": ["dagster", "job", "execute", "-m", "patronload_assets", "-j", "patronload_job"],
+    "dg launch": ["dg", "launch", "--assets", "*"],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [("dagster asset materialize", False), ("dagster job execute", False), ("dg launch", True),
+     ("dagster job execute", True)],
+    ids=lambda value: value if isinstance(value, str) else f"DAGSTER_HOME {'set' if value else 'unset'}",
+)  # fmt: skip
+def test_the_whole_load_from_the_root(tmp_path, name, home):
+    env = environment(tmp_path, tmp_path / "home" if home else None)
+    run(LOADS[name], env)
+    zips = sorted(path.name.split("_")[0] for path in (tmp_path / "bucket").glob("*.zip"))
+    assert zips == ["staff", "student"]
+    assert not list(PROJECT_DIR.glob(".tmp_dagster_home_*"))  # the throwaway instance is gone
+    if home:
+        with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+            [record] = instance.get_run_records()
+            assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_the_summary_make_run_prints(tmp_path):
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 200, 300)
+    with dg.instance_for_test() as instance:
+        assert summary.summary(instance) == (False, ["No run on this instance."])
+        assert load(warehouse, tmp_path / "bucket", instance).success
+        succeeded, lines = summary.summary(instance)
+    assert succeeded
+    text = "\n".join(lines)
+    [staff_zip] = (tmp_path / "bucket" / "alma").glob("staff_*.zip")
+    assert f"zip: {staff_zip.resolve()}" in text
+    assert "staff_zip: " in text and "student_zip: " in text and "rejected_missing_kerberos_name" in text
+    assert len(lines) < 60  # short: the full log is in a file
