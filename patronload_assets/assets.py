@@ -2,19 +2,25 @@
 record counts, codes and keys as metadata (never a name, email, phone or address)."""
 
 import datetime as dt
-import tempfile
+import shutil
 from collections import Counter
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Set
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from . import frames
+from . import frames, storage
 from .domain import checks, rules
 from .domain.load import STAFF, STUDENT, PatronType, build_zips
-from .domain.packaging import PackagingError, latest_set, object_key, patrons_in_zip_tail, stale_keys
+from .domain.packaging import (
+    PackagingError,
+    latest_set,
+    newer_keys,
+    object_key,
+    patrons_in_zip_tail,
+    stale_keys,
+)
 from .domain.values import kerberos_keys
 from .resources import Bucket, InstitutionData, Warehouse, read_sql
 
@@ -50,21 +56,12 @@ def deduplicated_students(
     context: dg.AssetExecutionContext, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
 ) -> dg.Output[pd.DataFrame]:
     """Students with a Kerberos name that is not already staff, one row each (first wins)."""
-    staff_names = frames.column(staff_rows, "KRB_NAME_UPPERCASE")
     selection = rules.select_patrons(
         frames.column(student_rows, "KRB_NAME_UPPERCASE"),
-        already_loaded=kerberos_keys(staff_names),
+        already_loaded=kerberos_keys(frames.column(staff_rows, "KRB_NAME_UPPERCASE")),
         duplicate_reason=rules.DROPPED_DUPLICATE_STUDENT,
     )
     students = student_rows.iloc[selection.kept].reset_index(drop=True)
-    # An identifier a staff record already carries would be refused by Alma in the student file.
-    staff_selection = rules.select_patrons(staff_names, duplicate_reason=rules.DROPPED_DUPLICATE_STAFF)
-    staff = staff_rows.iloc[staff_selection.kept][list(rules.IDENTIFIER_COLUMNS)]  # all the rule reads
-    staff_identifiers = rules.claimed_identifiers(frames.records(staff))
-    for name in rules.IDENTIFIER_COLUMNS:
-        used = [rules.is_claimed(value, staff_identifiers) for value in frames.column(students, name)]
-        students.loc[pd.Series(used, dtype=bool), name] = None
-        selection.left_out[rules.IDENTIFIER_USED_BY_STAFF] += sum(used)
     context.log.info(
         f"{len(students)} of {len(student_rows)} student rows kept; left out: {_describe(selection.left_out)}"
     )
@@ -73,7 +70,7 @@ def deduplicated_students(
         metadata={
             "rows": len(students),
             "rows_read": len(student_rows),
-            **_counts(selection.left_out, (*rules.STUDENT_LEFT_OUT, rules.IDENTIFIER_USED_BY_STAFF)),
+            **_counts(selection.left_out, rules.STUDENT_LEFT_OUT),
         },
     )
 
@@ -92,6 +89,13 @@ class ZipConfig(dg.Config):
         le=1,
         description="The largest drop from the last load that uploads without override.",
     )
+    max_invalid_share: float = Field(
+        default=checks.MAX_INVALID_SHARE,
+        ge=0,
+        le=1,
+        description="Users failing the schema check are left out of the file and named in the run report; "
+        "more than this share of the type's users is a systemic fault that holds the type back.",
+    )
 
 
 def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheckSpec]:
@@ -109,7 +113,8 @@ def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheck
 CHECK_DESCRIPTIONS = {
     checks.SCHEMA: "Every user, parsed from the files as written, valid against the project's schema of what "
     "it sends (and Alma's rest_user.xsd when ALMA_USER_XSD names it); one preferred segment a list; no "
-    "repeated primary id or identifier. Blocks the upload.",
+    "primary id or identifier repeated in the load. A few invalid users are left out of the file and named "
+    "in the run report; more than max_invalid_share blocks the upload.",
     checks.SHRINK: "The patron count did not drop more than max_drop_share from the last load. "
     "Blocks the upload.",
     checks.LIMITS: "Alma's limits: 4 GB a zip, 50 XML files a zip, 20 zips a load. Blocks the upload.",
@@ -137,18 +142,38 @@ def staff_zip(
     )
 
 
-@dg.asset(group_name=GROUP, pool=POOL, kinds={"s3", "xml"}, check_specs=_check_specs("student_zip", STUDENT))
+@dg.asset(
+    group_name=GROUP,
+    pool=POOL,
+    kinds={"s3", "xml"},
+    check_specs=_check_specs("student_zip", STUDENT),
+    # The staff file's identifiers are not the students' to take: only these columns are read.
+    ins={"staff_rows": dg.AssetIn(metadata={"columns": ["KRB_NAME_UPPERCASE", *rules.IDENTIFIER_COLUMNS]})},
+)
 def student_zip(
     context: dg.AssetExecutionContext,
     config: ZipConfig,
     deduplicated_students: pd.DataFrame,
+    staff_rows: pd.DataFrame,
     bucket: Bucket,
     institution: InstitutionData,
 ):
     """The student zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
+    staff = rules.select_patrons(
+        frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
+    )
+    staff_identifiers = rules.claimed_identifiers(frames.records(staff_rows, keep=staff.kept))
     students = frames.records(deduplicated_students)
     yield from _publish(
-        context, config, STUDENT, students, len(deduplicated_students), Counter(), bucket, institution
+        context,
+        config,
+        STUDENT,
+        students,
+        len(deduplicated_students),
+        Counter(),
+        bucket,
+        institution,
+        staff_identifiers,
     )
 
 
@@ -180,37 +205,24 @@ def _publish(
     left_out: Counter,
     bucket: Bucket,
     institution: InstitutionData,
+    taken_identifiers: Set[str] = frozenset(),
 ):
-    """Build a type's zips, check them, upload them, then (and only then) remove stale zips."""
+    """Build a type's zips, check them, upload them, then (and only then) remove older zips."""
     moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    limits = institution.limits()
-    with tempfile.TemporaryDirectory(prefix=f"patronload-{patron_type.name}-") as scratch:
-        try:
-            result = build_zips(
-                rows,
-                patrons,
-                patron_type,
-                institution.load(),
-                moment,
-                Path(scratch),
-                limits,
-            )
-        except PackagingError as refusal:
-            outcomes = [checks.check_limits([], limits, refused=str(refusal))]
-            result = None
-        else:
-            outcomes = [
-                checks.check_limits(result.zips, limits),
-                checks.check_schema(result.zips, checks.user_schemas(institution.alma_user_xsd))[0],
-                checks.check_shrink(
-                    patron_type.name,
-                    result.patrons,
-                    *_previous_patrons(context, bucket, patron_type),
-                    config.max_drop_share,
-                    config.allow_shrink,
-                ),
-                *checks.informational(patron_type.name, result.counts, result.unknown_departments),
-            ]
+    scratch = storage.scratch_folder(context.instance, context.run.run_id, patron_type.name)
+    try:
+        result, screening, outcomes = _build_and_check(
+            context,
+            config,
+            patron_type,
+            rows,
+            patrons,
+            bucket,
+            institution,
+            taken_identifiers,
+            moment,
+            scratch,
+        )
         for outcome in outcomes:
             yield dg.AssetCheckResult(
                 check_name=outcome.name,
@@ -219,6 +231,8 @@ def _publish(
                 description=outcome.description,
                 metadata=outcome.metadata,
             )
+        if screening is not None and screening.left_out:
+            _report_left_out(context, patron_type, screening.left_out)
         blocked = [outcome for outcome in outcomes if outcome.blocking and not outcome.passed]
         if blocked:
             reasons = "; ".join(f"{outcome.name} check failed: {outcome.description}" for outcome in blocked)
@@ -227,23 +241,38 @@ def _publish(
         if config.allow_shrink:
             [shrink] = [outcome for outcome in outcomes if outcome.name == checks.SHRINK]
             context.log.warning(f"allow_shrink set for this run: {shrink.description}")
+        zips = screening.zips
         keys = []
-        for packaged in result.zips:
+        for packaged in zips:
             key = object_key(bucket.prefix, packaged.name)
             bucket.upload(packaged.path, key)
             keys.append(key)
             context.log.info(
                 f"uploaded {key} ({packaged.size} bytes, {packaged.patrons} {patron_type.name} patrons)"
             )
-        sizes = [packaged.size for packaged in result.zips]
-    stale = stale_keys(bucket.list_keys(), bucket.prefix, patron_type.name, keep=keys)
+        sizes = [packaged.size for packaged in zips]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    # Two loads at once (the schedule and a command-line run): each removes only older zips, and the
+    # older one, finding a newer load in place, removes its own: the newest load stays, alone.
+    existing = bucket.list_keys()
+    newer = newer_keys(existing, bucket.prefix, patron_type.name, uploaded=moment)
+    stale = (
+        keys if newer else stale_keys(existing, bucket.prefix, patron_type.name, keep=keys, uploaded=moment)
+    )
     bucket.delete(stale)
-    if stale:
-        context.log.info(f"removed {len(stale)} stale {patron_type.name} zip(s): {', '.join(stale)}")
-    counts = left_out + result.counts
+    if newer:
+        context.log.warning(
+            f"a newer {patron_type.name} load ({', '.join(newer)}) is in the bucket: removed this run's zips"
+        )
+    elif stale:
+        context.log.info(f"removed {len(stale)} older {patron_type.name} zip(s): {', '.join(stale)}")
+    loaded = sum(packaged.patrons for packaged in zips)
+    invalid = Counter({checks.LEFT_OUT_INVALID: len(screening.left_out)}) if screening.left_out else Counter()
+    counts = left_out + result.counts + invalid
     unknown = sorted(result.unknown_departments)
     context.log.info(
-        f"{result.patrons} {patron_type.name} patrons; left out: {_describe(left_out)}; "
+        f"{loaded} {patron_type.name} patrons; left out: {_describe(left_out + invalid)}; "
         f"other counts: {_describe(result.counts)}; unknown department codes: {', '.join(unknown) or 'none'}"
     )
     yield dg.MaterializeResult(
@@ -253,13 +282,63 @@ def _publish(
             "location": dg.MetadataValue.url(bucket.url(keys[0])) if keys else "",
             "zip_bytes": sum(sizes),
             "zips": len(keys),
-            "xml_files": sum(len(packaged.xml_files) for packaged in result.zips),
-            "patrons": result.patrons,
-            **_counts(counts, rules.STAFF_LEFT_OUT if patron_type is STAFF else ()),
+            "xml_files": sum(len(packaged.xml_files) for packaged in zips),
+            "patrons": loaded,
+            **_counts(
+                counts, (*(rules.STAFF_LEFT_OUT if patron_type is STAFF else ()), checks.LEFT_OUT_INVALID)
+            ),
             "unknown_department_codes": unknown,
             "unknown_department_rows": sum(result.unknown_departments.values()),
-            "stale_zips_removed": stale,
+            "stale_zips_removed": [] if newer else stale,
+            "superseded_by": newer,
         }
+    )
+
+
+def _build_and_check(
+    context, config, patron_type, rows, patrons, bucket, institution, taken_identifiers, moment, scratch
+):
+    """The type's zips in ``scratch``, and every check's outcome (blocking ones first)."""
+    limits = institution.limits()
+    try:
+        result = build_zips(
+            rows, patrons, patron_type, institution.load(), moment, scratch, limits, taken_identifiers
+        )
+    except PackagingError as refusal:
+        return None, None, [checks.check_limits([], limits, refused=str(refusal))]
+    screening = checks.screen_users(
+        result.zips,
+        checks.user_schemas(institution.alma_user_xsd),
+        taken_identifiers,
+        config.max_invalid_share,
+    )
+    loaded = sum(packaged.patrons for packaged in screening.zips)
+    outcomes = [
+        checks.check_limits(screening.zips, limits),
+        screening.outcome,
+        checks.check_shrink(
+            patron_type.name,
+            loaded,
+            *_previous_patrons(context, bucket, patron_type),
+            config.max_drop_share,
+            config.allow_shrink,
+        ),
+        *checks.informational(patron_type.name, result.counts, result.unknown_departments),
+    ]
+    return result, screening, outcomes
+
+
+def _report_left_out(context: dg.AssetExecutionContext, patron_type: PatronType, invalid) -> None:
+    """Invalid users by primary id, for the run report only: metadata and logs keep counts."""
+    storage.write_report_file(
+        context.instance,
+        context.run.run_id,
+        f"{patron_type.name}_invalid_users.csv",
+        ("primary_id", "xml_file", "position", "reasons"),
+        ((user.primary_id, user.xml_file, user.position, " | ".join(user.reasons)) for user in invalid),
+    )
+    context.log.warning(
+        f"{len(invalid)} invalid {patron_type.name} user(s) left out of the file; the run report names them"
     )
 
 

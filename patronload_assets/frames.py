@@ -81,5 +81,7 @@ class ArrowFrameIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"stored_bytes": path.stat().st_size})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        """The frame, or only the ``columns`` the input's metadata names."""
         path = self._path(context.asset_key, context.instance)
-        return feather.read_table(path).to_pandas(types_mapper=pd.ArrowDtype)
+        columns = (context.definition_metadata or {}).get("columns")
+        return feather.read_table(path, columns=columns).to_pandas(types_mapper=pd.ArrowDtype)

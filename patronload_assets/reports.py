@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -24,6 +26,8 @@ class RunFacts:
     assets: dict[str, Mapping[str, object]] = field(default_factory=dict)  # asset -> metadata
     failed_steps: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # CSV files the run left for its report (users left out, by primary id): attached, never logged.
+    files: dict[str, str] = field(default_factory=dict)  # name -> text
 
 
 def subject(workspace: str, run_date: dt.date, failed: bool = False) -> str:
@@ -52,16 +56,33 @@ def summary_lines(assets: Mapping[str, Mapping[str, object]]) -> list[str]:
     return lines
 
 
+def left_out_lines(files: Mapping[str, str], most: int = 50) -> list[str]:
+    """The users left out as invalid, by primary id and reason, from the run's CSV files."""
+    lines = []
+    for name, text in sorted(files.items()):
+        if not name.endswith("_invalid_users.csv"):
+            continue
+        rows = list(csv.DictReader(io.StringIO(text)))
+        lines.append(f"{name.removesuffix('_invalid_users.csv')}: {len(rows)} user(s) left out as invalid")
+        lines += [f"  {row['primary_id']}: {row['reasons']}" for row in rows[:most]]
+        if len(rows) > most:
+            lines.append(f"  ... {len(rows) - most} more in the attached {name}")
+    return (
+        ["Users left out of the files (Alma keeps their accounts as they were):", *lines, ""] if lines else []
+    )
+
+
 def success_message(facts: RunFacts, workspace: str, sender: str, recipients: Sequence[str]) -> EmailMessage:
     body = [
         f"Patronload run {facts.run_id} ({facts.job_name}) succeeded.",
         "",
         *summary_lines(facts.assets),
         "",
+        *left_out_lines(facts.files),
         "Log (INFO and above):",
         *facts.log_lines,
     ]
-    return _message(subject(workspace, facts.started.date()), body, sender, recipients)
+    return _message(subject(workspace, facts.started.date()), body, sender, recipients, facts.files)
 
 
 def failure_message(
@@ -79,13 +100,21 @@ def failure_message(
         "",
         *summary_lines(facts.assets),
         "",
+        *left_out_lines(facts.files),
         f"Last {last_lines} log lines:",
         *facts.log_lines[-last_lines:],
     ]
-    return _message(subject(workspace, facts.started.date(), failed=True), body, sender, recipients)
+    subject_text = subject(workspace, facts.started.date(), failed=True)
+    return _message(subject_text, body, sender, recipients, facts.files)
 
 
-def _message(subject_text: str, body: Iterable[str], sender: str, recipients: Sequence[str]) -> EmailMessage:
+def _message(
+    subject_text: str,
+    body: Iterable[str],
+    sender: str,
+    recipients: Sequence[str],
+    attachments: Mapping[str, str] | None = None,
+) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = subject_text
     message["From"] = sender
@@ -93,6 +122,8 @@ def _message(subject_text: str, body: Iterable[str], sender: str, recipients: Se
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(domain="patronload")
     message.set_content("\n".join(body) + "\n")
+    for name, text in sorted((attachments or {}).items()):
+        message.add_attachment(text.encode("utf-8"), maintype="text", subtype="csv", filename=name)
     return message
 
 

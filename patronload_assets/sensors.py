@@ -16,7 +16,7 @@ import time
 import dagster as dg
 from dagster._core.event_api import RunStatusChangeRecordsFilter
 
-from . import assets, reports
+from . import assets, reports, storage
 from .jobs import patronload_job
 from .resources import Mailer
 
@@ -50,6 +50,9 @@ def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> reports.RunFa
     entries = instance.all_logs(run.run_id)
     started = dt.datetime.fromtimestamp(entries[0].timestamp if entries else time.time(), dt.UTC)
     facts = reports.RunFacts(run.run_id, run.job_name, started, log_lines=[])
+    facts.files = {
+        path.name: path.read_text(encoding="utf-8") for path in storage.report_files(instance, run.run_id)
+    }
     for entry in entries:
         event = entry.dagster_event
         if entry.level >= logging.INFO and entry.user_message:

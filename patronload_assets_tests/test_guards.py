@@ -158,7 +158,7 @@ def test_hostile_warehouse_loads_every_person_once_and_valid(tmp_path, users_sch
     assert staff["identifier_left_out_repeated"].value >= 1
     assert "10000948" not in staff["unknown_department_codes"].value  # 10000948 as int, float, Decimal, text
     assert "10000948.0" not in staff["unknown_department_codes"].value
-    students = result.asset_materializations_for_node("deduplicated_students")[0].metadata
+    students = result.asset_materializations_for_node("student_zip")[0].metadata
     assert students["identifier_left_out_used_by_staff"].value >= 2
     repairs = {
         c.check_name: c for c in result.get_asset_check_evaluations() if c.asset_key.path == ["staff_zip"]

@@ -4,6 +4,7 @@ import datetime as dt
 import zipfile
 
 import pytest
+from lxml import etree
 
 from patronload_assets.domain.packaging import (
     AlmaLimits,
@@ -12,6 +13,7 @@ from patronload_assets.domain.packaging import (
     object_key,
     patrons_in_zip_tail,
     plan_files,
+    rewrite_without,
     stale_keys,
     write_zips,
 )
@@ -79,21 +81,50 @@ def test_fewer_or_more_users_than_planned_is_an_error(tmp_path):
         write_zips(users(4), 3, "staff", MOMENT, tmp_path)
 
 
-def test_stale_keys_are_the_types_other_zips_directly_under_the_prefix():
+def test_stale_keys_are_the_types_older_zips_directly_under_the_prefix():
     existing = [
         "alma/staff_2026-01-01_05.00.00.zip",
         "alma/staff_2026-01-02_03.04.05.zip",
+        "alma/staff_2026-01-02_03.04.06_01.zip",  # a newer run's (a set): never this run's to delete
         "alma/staff_2025-12-31_05.00.00.zip.processed",  # renamed by Alma: left alone
         "alma/student_2026-01-01_05.00.00.zip",
         "alma/archive/staff_2020-01-01_05.00.00.zip",
         "other/staff_2026-01-01_05.00.00.zip",
         "alma/staffing.zip",
+        "alma/staff_by_hand.zip",  # no time in the name: stale, Alma must not see two files
     ]
-    assert stale_keys(existing, "alma", "staff", keep=["alma/staff_2026-01-02_03.04.05.zip"]) == [
-        "alma/staff_2026-01-01_05.00.00.zip"
+    this_run = ["alma/staff_2026-01-02_03.04.05.zip"]
+    assert stale_keys(existing, "alma", "staff", keep=this_run, uploaded=MOMENT) == [
+        "alma/staff_2026-01-01_05.00.00.zip",
+        "alma/staff_by_hand.zip",
     ]
-    assert stale_keys(existing, "/alma/", "student", keep=[]) == ["alma/student_2026-01-01_05.00.00.zip"]
-    assert stale_keys(["staff_1.zip", "alma/staff_2.zip"], "", "staff", keep=[]) == ["staff_1.zip"]
+    assert stale_keys(existing, "/alma/", "student", keep=[], uploaded=MOMENT) == [
+        "alma/student_2026-01-01_05.00.00.zip"
+    ]
+    assert stale_keys(["staff_1.zip", "alma/staff_2.zip"], "", "staff", keep=[], uploaded=MOMENT) == [
+        "staff_1.zip"
+    ]
+    # An older run finishing after a newer one deletes nothing of the newer one's.
+    older = dt.datetime(2026, 1, 2, 3, 4, 0, tzinfo=dt.UTC)
+    assert "alma/staff_2026-01-02_03.04.05.zip" not in stale_keys(existing, "alma", "staff", [], older)
+
+
+def test_users_left_out_of_a_zip_are_rewritten_without_them(tmp_path):
+    limits = AlmaLimits(users_per_file=4, max_files_per_zip=2)
+    packaged = write_zips(users(11), 11, "staff", MOMENT, tmp_path, limits)
+    first, second = packaged[0].xml_files
+    rewritten = rewrite_without(packaged, {(first, 1), (second, 4), (packaged[1].xml_files[0], 2)})
+    assert [p.patrons for p in rewritten] == [6, 2]
+    kept = []
+    for p in rewritten:
+        with zipfile.ZipFile(p.path) as archive:
+            assert archive.namelist() == list(p.xml_files)
+            assert patrons_in_zip_tail(p.path.read_bytes()[-1024:]) == p.patrons
+            for name in archive.namelist():
+                xml = archive.read(name)
+                assert xml.startswith(b'<?xml version="1.0" encoding="utf-8"?>\n<users>')
+                kept += [user.findtext("primary_id") for user in etree.fromstring(xml)]
+    assert kept == ["U1", "U2", "U3", "U4", "U5", "U6", "U8", "U10"]
 
 
 def test_object_keys():

@@ -18,7 +18,7 @@ from pathlib import Path
 from lxml import etree
 
 from . import alma_xml, rules, values
-from .packaging import AlmaLimits, PackagedZip
+from .packaging import AlmaLimits, PackagedZip, rewrite_without
 
 SCHEMA, SHRINK, LIMITS = "schema", "shrink", "limits"
 UNKNOWN_DEPARTMENTS, USER_GROUPS, REPAIRS = "unknown_departments", "user_groups", "repairs"
@@ -214,6 +214,59 @@ def check_schema(
         return Outcome(SCHEMA, False, description, metadata), inspection
     description = f"{inspection.users} users valid against {metadata['xsd']}"
     return Outcome(SCHEMA, True, description, metadata), inspection
+
+
+@dataclass
+class Screening:
+    """The schema check's verdict on a type, the zips to upload, and the users left out of them."""
+
+    outcome: Outcome
+    zips: list[PackagedZip]
+    left_out: list[InvalidUser]
+
+
+MAX_INVALID_SHARE = 0.001  # more invalid users than this share of a type is a systemic fault
+LEFT_OUT_INVALID = "left_out_invalid_user"  # counted in the zip asset's metadata
+
+
+def screen_users(
+    zips: list[PackagedZip],
+    schemas: list[UserSchema],
+    taken_identifiers: Set[str] = frozenset(),
+    max_invalid_share: float = MAX_INVALID_SHARE,
+) -> Screening:
+    """Check every user; a few invalid ones cost only themselves: they are taken out of the zips
+    (rewritten) and the rewritten zips are checked again. More than ``max_invalid_share`` of the
+    users invalid, or a file that is not a users document, is a systemic fault: the check fails and
+    the type is held back."""
+    outcome, inspection = check_schema(zips, schemas, taken_identifiers)
+    invalid = inspection.invalid
+    if outcome.passed:
+        return Screening(outcome, zips, [])
+    share = len(invalid) / max(inspection.users, 1)
+    if inspection.file_problems or share > max_invalid_share:
+        systemic = (
+            "a file that is not a users document"
+            if inspection.file_problems
+            else (f"{share:.2%} of the users invalid, more than {max_invalid_share:.2%}")
+        )
+        outcome.description += f". Held back: {systemic} is a fault of the whole load, not of a few records"
+        return Screening(outcome, zips, invalid)
+    kept = rewrite_without(zips, {(user.xml_file, user.position) for user in invalid})
+    final, _ = check_schema(kept, schemas, taken_identifiers)
+    reasons = inspection.reasons()
+    final.metadata.update(
+        users_left_out_invalid=len(invalid),
+        invalid_by_reason=dict(reasons.most_common(EXAMPLES)),
+    )
+    if final.passed:
+        summary = "; ".join(f"{kind} ({count})" for kind, count in reasons.most_common(3))
+        final.description += (
+            f"; {len(invalid)} invalid user(s) left out of the file, named in the run report: {summary}"
+        )
+    else:
+        final.description = f"still invalid after leaving out {len(invalid)} user(s): {final.description}"
+    return Screening(final, kept, invalid)
 
 
 # -- shrink -------------------------------------------------------------------------------------

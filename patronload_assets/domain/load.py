@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,16 +78,18 @@ def build_zips(
     moment: dt.datetime,
     directory: Path,
     limits: AlmaLimits | None = None,
+    taken_identifiers: Set[str] = frozenset(),
 ) -> BuildResult:
     """Render the ``patrons`` selected rows of one type and zip them into ``directory``.
 
-    ``moment`` (UTC) names the files and gives the run date of the expiry and purge dates.
+    ``moment`` (UTC) names the files and gives the run date of the expiry and purge dates;
+    ``taken_identifiers`` are those the other file already carries (staff's, for students).
     """
     context = institution.run_context(moment.astimezone(dt.UTC).date())
     template = institution.templates[patron_type.name]
     users = (
         template.render(fields, context.counts)
-        for fields in rules.patron_fields(rows, patron_type.fields_of, context)
+        for fields in rules.patron_fields(rows, patron_type.fields_of, context, taken_identifiers)
     )
     zips = write_zips(users, patrons, patron_type.name, moment, directory, limits)
     return BuildResult(patron_type.name, zips, patrons, context.counts, context.unknown_departments)

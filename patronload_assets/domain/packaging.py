@@ -14,7 +14,7 @@ import math
 import re
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,38 +157,103 @@ def patrons_in_zip_tail(tail: bytes) -> int | None:
     return int(found[-1]) if found else None
 
 
+def _load_time(name: str, patron_type: str, processed: bool) -> str | None:
+    """The ``YYYY-MM-DD_HH.MM.SS`` of a zip name of this type (sortable as text); ``None`` for
+    another name. ``processed``: also a name Alma extended after processing the zip."""
+    match = _ZIP_NAME.match(name)
+    if not match or match["type"] != patron_type or (match["rest"] and not processed):
+        return None
+    return match["time"]
+
+
+_ZIP_NAME = re.compile(
+    r"(?P<type>[a-z]+)_(?P<time>\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2})(?:_\d+)?\.zip(?P<rest>.*)\Z", re.DOTALL
+)
+
+
+def _names_under(keys: Iterable[str], prefix: str) -> Iterable[tuple[str, str]]:
+    """(key, name) of the keys directly under ``prefix``."""
+    folder = object_key(prefix, "")  # "alma/", or "" with no prefix
+    for key in keys:
+        if key.startswith(folder) and "/" not in key[len(folder) :]:
+            yield key, key[len(folder) :]
+
+
 def latest_set(keys: Iterable[str], prefix: str, patron_type: str) -> list[str]:
     """The keys of the newest load of a type directly under ``prefix``, processed ones included
     (Alma renames a zip it has processed, it keeps its name's start)."""
-    folder = object_key(prefix, "")  # "alma/", or "" with no prefix
-    pattern = re.compile(
-        re.escape(f"{patron_type}_") + r"(\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2})(?:_\d+)?\.zip"
-    )
     loads: dict[str, list[str]] = {}
-    for key in keys:
-        name = key[len(folder) :] if key.startswith(folder) else None
-        match = pattern.match(name or "")
-        if match and "/" not in name:
-            loads.setdefault(match[1], []).append(key)
+    for key, name in _names_under(keys, prefix):
+        moment = _load_time(name, patron_type, processed=True)
+        if moment is not None:
+            loads.setdefault(moment, []).append(key)
     return sorted(loads[max(loads)]) if loads else []
 
 
-def stale_keys(existing: Iterable[str], prefix: str, patron_type: str, keep: Iterable[str]) -> list[str]:
-    """Keys of ``{type}_*.zip`` directly under ``prefix`` that are not this run's set.
+def stale_keys(
+    existing: Iterable[str], prefix: str, patron_type: str, keep: Iterable[str], uploaded: dt.datetime
+) -> list[str]:
+    """Keys of ``{type}_*.zip`` directly under ``prefix`` older than this run's set (``keep``,
+    uploaded at ``uploaded``): never a newer run's, so two loads at once never leave a type without
+    its newest zip. A ``{type}_*.zip`` without a time in its name is stale too.
 
     Alma renames what it has processed (the name no longer ends in ``.zip``): those stay.
     """
-    keep = set(keep)
-    pattern = f"{patron_type}_*.zip"
-    folder = object_key(prefix, "")  # "alma/", or "" with no prefix
+    keep, this_load = set(keep), timestamp(uploaded)
     stale = []
-    for key in existing:
-        if not key.startswith(folder) or key in keep:
+    for key, name in _names_under(existing, prefix):
+        if key in keep or not fnmatch.fnmatchcase(name, f"{patron_type}_*.zip"):
             continue
-        name = key[len(folder) :]
-        if "/" not in name and fnmatch.fnmatchcase(name, pattern):
+        moment = _load_time(name, patron_type, processed=False)
+        if moment is None or moment < this_load:
             stale.append(key)
     return sorted(stale)
+
+
+def newer_keys(existing: Iterable[str], prefix: str, patron_type: str, uploaded: dt.datetime) -> list[str]:
+    """Keys of a load of this type directly under ``prefix`` newer than one uploaded at
+    ``uploaded``, processed ones included: a run that finds one has been overtaken."""
+    this_load = timestamp(uploaded)
+    return sorted(
+        key
+        for key, name in _names_under(existing, prefix)
+        if (_load_time(name, patron_type, processed=True) or "") > this_load
+    )
+
+
+def rewrite_without(zips: list[PackagedZip], left_out: Set[tuple[str, int]]) -> list[PackagedZip]:
+    """The zips again, without the users at ``left_out`` ((XML file, 1-based position) pairs):
+    each affected file parsed (streamed) and its other users written back as they were parsed."""
+    from lxml import etree
+
+    rewritten = []
+    for packaged in zips:
+        if not any(name == xml_file for xml_file, _ in left_out for name in packaged.xml_files):
+            rewritten.append(packaged)
+            continue
+        partial = packaged.path.with_name(f".{packaged.path.name}.rewriting")
+        patrons = 0
+        with (
+            zipfile.ZipFile(packaged.path) as source,
+            zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as target,
+        ):
+            for name in packaged.xml_files:
+                with source.open(name) as stream, target.open(name, "w", force_zip64=True) as entry:
+                    _use_fast_deflate(entry)
+                    entry.write((XML_DECLARATION + USERS_OPEN).encode("utf-8"))
+                    parsing = etree.iterparse(stream, events=("end",), tag="user", huge_tree=True)
+                    for position, (_, user) in enumerate(parsing, start=1):
+                        if (name, position) not in left_out:
+                            entry.write(etree.tostring(user, encoding="utf-8", with_tail=False) + b"\n")
+                            patrons += 1
+                        user.clear(keep_tail=True)
+                        while user.getprevious() is not None:
+                            del user.getparent()[0]
+                    entry.write(USERS_CLOSE.encode("utf-8"))
+            target.comment = patron_count_comment(patrons)
+        partial.replace(packaged.path)
+        rewritten.append(PackagedZip(packaged.path, packaged.name, patrons, packaged.xml_files))
+    return rewritten
 
 
 def object_key(prefix: str, name: str) -> str:

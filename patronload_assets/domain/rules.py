@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 
-from .values import clean_row, kerberos_key, to_text
+from .values import clean_row, kerberos_key
 
 # §1 Sources: the columns of the two warehouse views, in order.
 STAFF_COLUMNS = (
@@ -168,15 +168,21 @@ def identifiers(row: Mapping[str, str | None]) -> dict[str, str | None]:
     return {"mit_id": row["MIT_ID"], "barcode": None if barcode == NO_BARCODE else barcode}
 
 
-def claim_identifiers(fields: dict[str, str | None], claimed: set[str], counts: Counter) -> None:
-    """Leave out an identifier whose value an earlier identifier (of this user or another
-    already written) has: Alma refuses a repeated identifier. The user is kept."""
+def claim_identifiers(
+    fields: dict[str, str | None], claimed: set[str], counts: Counter, taken: Set[str] = frozenset()
+) -> None:
+    """Leave out an identifier whose value an earlier identifier (of this user or another already
+    written) has, or one of ``taken`` (a staff record's, when students are built): Alma refuses a
+    repeated identifier. The user is kept."""
     for name in IDENTIFIER_FIELDS:
         value = fields[name]
         if value is None:
             continue
         key = value.upper()
-        if key in claimed:
+        if key in taken:
+            fields[name] = None
+            counts[IDENTIFIER_USED_BY_STAFF] += 1
+        elif key in claimed:
             fields[name] = None
             counts[IDENTIFIER_REPEATED] += 1
         else:
@@ -190,12 +196,6 @@ def claimed_identifiers(rows: Iterable[Mapping[str, object]]) -> set[str]:
     for row in rows:
         claim_identifiers(identifiers(clean_row(row)), claimed, Counter())
     return claimed
-
-
-def is_claimed(value: object, claimed: Set[str]) -> bool:
-    """Whether a raw identifier value is one of ``claimed``."""
-    text = to_text(value)
-    return text is not None and text.upper() in claimed
 
 
 def common_fields(row: Mapping[str, str | None], context: RunContext) -> dict[str, str | None]:
@@ -289,12 +289,14 @@ def patron_fields(
     rows: Iterable[Mapping[str, object]],
     fields_of,
     context: RunContext,
+    taken_identifiers: Set[str] = frozenset(),
 ) -> Iterator[dict[str, str | None]]:
     """Clean each selected row (counting repairs in ``context.counts``), derive its fields and
-    leave out identifiers already used in this file."""
+    leave out identifiers already used in this file or in ``taken_identifiers`` (the staff file's,
+    for students)."""
     counts = context.counts
     claimed: set[str] = set()
     for row in rows:
         fields = fields_of(clean_row(row, counts), context)
-        claim_identifiers(fields, claimed, counts)
+        claim_identifiers(fields, claimed, counts, taken_identifiers)
         yield fields
