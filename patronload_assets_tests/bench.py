@@ -94,7 +94,18 @@ def lineage(patrons: int) -> None:
                     instance.get_run_step_stats(run.run_id), key=lambda stats: stats.start_time
                 )
             )
+            checked = []
+            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+                evaluation = entry.dagster_event.event_specific_data
+                if evaluation.check_name == "schema":
+                    metadata = {name: value.value for name, value in evaluation.metadata.items()}
+                    checked.append(
+                        f"{evaluation.asset_key.to_user_string()}: {metadata['patrons']:,} patrons, "
+                        f"{metadata['users_checked']:,} users checked, "
+                        f"{metadata['users_validated_by_xsd']:,} validated by {metadata['xsd']}"
+                    )
         print(f"steps (start order): {steps}")
+        print(f"schema check: {'; '.join(sorted(checked))}")
 
 
 def main() -> None:

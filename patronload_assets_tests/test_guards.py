@@ -338,10 +338,13 @@ def _set(tag, text):
         (_swap_names, XSD + "first_name: This element is not expected. Expected is one of ( user_title"),
         (_set("expiry_date", ""), XSD + "expiry_date: … is not a valid value of the atomic type"),
         (_set("first_name", "x" * 256), XSD + "first_name: [facet …] The value has a length of"),
-        (_set("last_name", "a\tb"), XSD + "last_name: [facet …] The value … is not accepted"),
+        (_set("last_name", "a\tb"), "line break or tab in last_name"),
+        (_set("last_name", "a\nb"), "line break or tab in last_name"),
+        (_set("last_name", "a\u2028b"), "line break or tab in last_name"),
+        (lambda user: user.find("user_group").set("desc", "a\r\nb"), "line break or tab in user_group/@desc"),
     ],
     ids=["missing required element", "missing required child", "wrong order", "empty date", "over-long value",
-         "tab in a value"],
+         "tab in a value", "line feed in a value", "line separator in a value", "line break in an attribute"],
 )  # fmt: skip
 def test_the_project_schema_refuses_a_broken_user(tmp_path, change, reason):
     [packaged] = build_staff(tmp_path, 20).zips
@@ -429,3 +432,29 @@ def test_a_new_instance_compares_with_the_count_recorded_in_the_bucket(tmp_path)
     assert not shrink.passed
     assert shrink.metadata["previous_from"].value == "the bucket's newest staff zips"
     assert not list((tmp_path / "bucket" / "alma").glob("staff_*.zip"))  # nothing new uploaded
+
+
+@pytest.mark.parametrize(
+    ("edit", "invalid"),
+    [
+        (lambda xml: xml.replace(b"</user>\n<user>", b"</user><!-- a comment -->\n<user>", 3), []),
+        (lambda xml: xml.replace(b"<first_name>", b"<first_name><![CDATA[A</user>]]>", 1), []),
+        (
+            lambda xml: xml.replace(b"<last_name>", b"<last_name>x&#10;", 1),
+            ["line break or tab in last_name"],
+        ),
+        (lambda xml: xml.replace(b"\n<user>", b"\n  \n\t<user>"), []),  # another layout, tabs between users
+    ],
+    ids=["comments", "CDATA holding an end tag", "a line feed by reference", "tabs between users"],
+)
+def test_the_schema_check_reads_any_layout_of_a_users_document(tmp_path, edit, invalid):
+    import zipfile
+
+    [packaged] = build_staff(tmp_path, 300).zips
+    with zipfile.ZipFile(packaged.path) as archive:
+        xml = archive.read(packaged.xml_files[0])
+    with zipfile.ZipFile(packaged.path, "w") as archive:
+        archive.writestr(packaged.xml_files[0], edit(xml))
+    inspection = checks.inspect_users([packaged], checks.user_schemas())
+    assert inspection.users == packaged.patrons and not inspection.file_problems
+    assert [reason for user in inspection.invalid for reason in user.reasons] == invalid

@@ -47,7 +47,6 @@ class Outcome:
 PROJECT_XSD = Path(__file__).resolve().parent.parent / "schema" / "patronload_users.xsd"
 USERS_ROOT, USER = "users", "user"
 
-IDENTIFIER_VALUES = "user_identifiers/user_identifier/value"
 _QUOTED = re.compile(r"'[^']*'")
 _NAMED = re.compile(r"^(?:Element|attribute) '([^']+)'")
 
@@ -116,31 +115,141 @@ class Inspection:
         return Counter(reason for user in self.invalid for reason in user.reasons)
 
 
-def _user_problems(user, schemas, inspection: Inspection, taken_identifiers: Set[str]) -> list[str]:
-    """Every rule one ``<user>`` element (parsed, lxml) breaks."""
+# A line break or tab in a value (docs/patron-rules.md §1, §8): characters that are never layout
+# in a file the load writes, their references, or a line feed that is not between two tags. Scanned
+# with bytes methods and literal-prefix patterns, which run at memory speed (a character class
+# would scan 50 times slower).
+_BREAKS = "\t\n\r\x85\u2028\u2029"
+_SEPARATORS = (re.compile(rb"\xe2\x80[\xa8\xa9]"), re.compile(rb"\xc2\x85"))  # LS, PS, NEL in UTF-8
+_USER_START = re.compile(rb"<user[\s/>]")
+_USER_END = b"</user>"
+READ_BYTES = 8 << 20
+USERS_PER_CHUNK = 200  # parsed and validated in one call each; one by one only when a chunk fails
+_PARSER = etree.XMLParser(huge_tree=True, collect_ids=False, resolve_entities=False)
+
+
+class _Unusual(Exception):
+    """A file the fast path does not read as it is: the streamed path reads it."""
+
+
+@dataclass
+class _FileFindings:
+    """One XML file's findings, merged into the inspection once the file is read through."""
+
+    name: str
+    users: int = 0
+    invalid: list[InvalidUser] = field(default_factory=list)
+    identifiers: set[str] = field(default_factory=set)
+    primary_ids: set[str] = field(default_factory=set)
+
+
+def _breaks_in_values(user) -> list[str]:
+    """The elements and attributes of one user whose value holds a line break or tab."""
+    found = []
+    for element in user.iter():
+        if len(element) == 0 and element.text and any(c in element.text for c in _BREAKS):
+            found.append(f"line break or tab in {element.tag}")
+        found += [f"line break or tab in {element.tag}/@{name}" for name, value in element.items()
+                  if any(c in value for c in _BREAKS)]  # fmt: skip
+    return found
+
+
+def _chunk_may_hold_breaks(chunk: bytes) -> bool:
+    """Whether a line break or tab may stand in a value of a chunk of whole users (which follows a
+    ``>`` and ends with one)."""
+    if b"\t" in chunk or b"\r" in chunk or (b"&" in chunk and b"&#" in chunk):
+        return True
+    if any(separator.search(chunk) for separator in _SEPARATORS):
+        return True
+    line_feed = chunk.find(b"\n")
+    while line_feed >= 0:  # one between two users, in the load's own layout
+        if (line_feed and chunk[line_feed - 1] != 0x3E) or chunk[line_feed + 1] != 0x3C:  # ">", "<"
+            return True
+        line_feed = chunk.find(b"\n", line_feed + 1)
+    return False
+
+
+def _unusual_markup(data: bytes) -> bool:
+    """Comments, CDATA, processing instructions or a document type: not for the fast path."""
+    return (b"!" in data and b"<!" in data) or (b"?" in data and b"<?" in data)
+
+
+def _rule_problems(
+    user, inspection: Inspection, found: _FileFindings, taken_identifiers: Set[str]
+) -> list[str]:
+    """The rules an XSD 1.0 cannot state, for one ``<user>`` element: no primary id or identifier
+    repeated in the load, one preferred segment a list. (Element walks: faster than XPath here.)"""
     problems = []
-    for schema in schemas:
-        inspection.validated[schema.name] += 1
-        if not schema.schema.validate(user):
-            problems.append(xsd_reason(schema, schema.schema.error_log.last_error))
-    # The rules an XSD 1.0 cannot state: no repeated primary id or identifier in the load, one
-    # preferred segment a list. (Element walks: an XPath call costs more than the walk here.)
     primary_id = (user.findtext("primary_id") or "").strip().upper()
     if primary_id:
-        if primary_id in inspection.primary_ids:
+        if primary_id in found.primary_ids or primary_id in inspection.primary_ids:
             problems.append("primary_id repeated in the load")
-        inspection.primary_ids.add(primary_id)
-    for value in user.iterfind(IDENTIFIER_VALUES):
-        key = (value.text or "").strip().upper()
-        if key in inspection.identifiers or key in taken_identifiers:
+        found.primary_ids.add(primary_id)
+    identifiers = user.find("user_identifiers")
+    for identifier in () if identifiers is None else identifiers:
+        value = identifier.find("value")
+        key = (value.text or "").strip().upper() if value is not None else ""
+        if key in found.identifiers or key in inspection.identifiers or key in taken_identifiers:
             problems.append("identifier repeated in the load")
-        inspection.identifiers.add(key)
+        found.identifiers.add(key)
     contact_info = user.find("contact_info")
-    if contact_info is not None:
-        for segments in contact_info:
-            if sum(segment.get("preferred") == "true" for segment in segments) > 1:
-                problems.append(f"more than one preferred in {segments.tag}")
+    for segments in () if contact_info is None else contact_info:
+        if len(segments) > 1 and sum(segment.get("preferred") == "true" for segment in segments) > 1:
+            problems.append(f"more than one preferred in {segments.tag}")
     return problems
+
+
+_PRIMARY_IDS = etree.XPath("user/primary_id/text()")
+_IDENTIFIERS = etree.XPath("user/user_identifiers/user_identifier/value/text()")
+_TWO_PREFERRED = etree.XPath("boolean(user/contact_info/*[count(*[@preferred='true']) > 1])")
+
+
+def _rules_hold(container, inspection: Inspection, found: _FileFindings, taken: Set[str]) -> bool:
+    """The rules of :func:`_rule_problems` for a whole run of users at once (three calls in C):
+    when they hold, the run's keys are recorded; when not, the caller looks user by user."""
+    primary_ids = [text.strip().upper() for text in _PRIMARY_IDS(container)]
+    identifiers = [text.strip().upper() for text in _IDENTIFIERS(container)]
+    new_primary_ids, new_identifiers = set(primary_ids), set(identifiers)
+    if (
+        len(new_primary_ids) < len(primary_ids)
+        or len(new_identifiers) < len(identifiers)
+        or not new_primary_ids.isdisjoint(found.primary_ids)
+        or not new_primary_ids.isdisjoint(inspection.primary_ids)
+        or not new_identifiers.isdisjoint(found.identifiers)
+        or not new_identifiers.isdisjoint(inspection.identifiers)
+        or not new_identifiers.isdisjoint(taken)
+        or _TWO_PREFERRED(container)
+    ):
+        return False
+    found.primary_ids |= new_primary_ids
+    found.identifiers |= new_identifiers
+    return True
+
+
+def _check_users(
+    users: list, first_position: int, container, schemas, inspection, found, taken, breaks
+) -> None:
+    """Every rule for a run of users: ``container`` (their ``<users>``) validated in one call per
+    schema, user by user only when it fails; the rules an XSD cannot state likewise."""
+    if _rules_hold(container, inspection, found, taken):
+        problems = [[] for _ in users]
+    else:
+        problems = [_rule_problems(user, inspection, found, taken) for user in users]
+    if breaks:
+        for user, user_problems in zip(users, problems, strict=True):
+            user_problems += _breaks_in_values(user)
+    for schema in schemas:
+        inspection.validated[schema.name] += len(users)
+        if not schema.schema.validate(container):
+            for user, user_problems in zip(users, problems, strict=True):
+                if not schema.schema.validate(user):
+                    user_problems.append(xsd_reason(schema, schema.schema.error_log.last_error))
+    for offset, (user, user_problems) in enumerate(zip(users, problems, strict=True)):
+        if user_problems:
+            primary_id = (user.findtext("primary_id") or "").strip() or "(none)"
+            position = first_position + offset
+            found.invalid.append(InvalidUser(found.name, position, primary_id, tuple(user_problems)))
+    found.users += len(users)
 
 
 def inspect_users(
@@ -149,44 +258,115 @@ def inspect_users(
     taken_identifiers: Set[str] = frozenset(),
 ) -> Inspection:
     """Parse every XML file of the zips as XML (streamed: memory stays flat in the file size) and
-    check every user: each schema, one preferred segment a list, primary ids and identifiers not
-    repeated in the type nor among ``taken_identifiers`` (the other type's). Independent of how the
-    writer lays its output out."""
+    check every user: each schema, no line break or tab in a value, one preferred segment a list,
+    primary ids and identifiers not repeated in the type nor among ``taken_identifiers`` (the other
+    type's). Independent of how the writer lays its output out.
+
+    Fast path: the file's bytes are cut after every 200th ``</user>`` and each run of users is
+    parsed and validated in one call. A file with markup that path does not read (comments, CDATA,
+    processing instructions, text between users) is read by an incremental parser instead."""
     inspection = Inspection(validated={schema.name: 0 for schema in schemas})
     for packaged in zips:
         for name in packaged.xml_files:
-            with zipfile.ZipFile(packaged.path) as archive, archive.open(name) as stream:
+            validated = dict(inspection.validated)
+            try:
+                found = _read_in_chunks(packaged, name, schemas, taken_identifiers, inspection)
+            except _Unusual:
+                inspection.validated = validated
                 try:
-                    _inspect_file(stream, name, schemas, taken_identifiers, inspection)
+                    found = _read_streamed(packaged, name, schemas, taken_identifiers, inspection)
                 except etree.XMLSyntaxError as error:
                     problem = f"{name}: not well-formed XML: {_QUOTED.sub('…', error.msg)}"
                     inspection.file_problems.append(problem)
+                    continue
+            inspection.users += found.users
+            inspection.invalid += found.invalid
+            inspection.identifiers |= found.identifiers
+            inspection.primary_ids |= found.primary_ids
     return inspection
 
 
-def _inspect_file(stream, name: str, schemas, taken_identifiers: Set[str], inspection: Inspection) -> None:
-    parsing = etree.iterparse(stream, events=("end",), tag=USER, huge_tree=True, collect_ids=False)
-    position = 0
-    for _, user in parsing:
-        parent = user.getparent()
-        if parent is None or parent.getparent() is not None:
-            inspection.file_problems.append(f"{name}: a <user> that is not a child of <users>")
-            continue
-        position += 1
-        problems = _user_problems(user, schemas, inspection, taken_identifiers)
-        if problems:
-            primary_id = (user.findtext("primary_id") or "").strip() or "(none)"
-            inspection.invalid.append(InvalidUser(name, position, primary_id, tuple(problems)))
-        # Done with this user: free it, and the users before it, from the tree.
-        user.clear(keep_tail=True)
-        while user.getprevious() is not None:
-            del parent[0]
-    inspection.users += position
-    root = parsing.root
+def _read_in_chunks(
+    packaged: PackagedZip, name: str, schemas, taken, inspection: Inspection
+) -> _FileFindings:
+    found = _FileFindings(name)
+    with zipfile.ZipFile(packaged.path) as archive, archive.open(name) as stream:
+        prefix, pending = None, b""
+        while True:
+            block = stream.read(READ_BYTES)
+            pending += block
+            if prefix is None:
+                start = _USER_START.search(pending)
+                if start is None and block:
+                    continue
+                prefix, pending = (
+                    (pending, b"") if start is None else (pending[: start.start()], pending[start.start() :])
+                )
+            if _unusual_markup(pending):
+                raise _Unusual
+            cut, ends, end = 0, 0, pending.find(_USER_END)
+            while end >= 0:
+                ends += 1
+                if ends == USERS_PER_CHUNK or (not block and pending.find(_USER_END, end + 1) < 0):
+                    _read_chunk(pending[cut : end + len(_USER_END)], schemas, taken, inspection, found)
+                    cut, ends = end + len(_USER_END), 0
+                end = pending.find(_USER_END, end + 1)
+            pending = pending[cut:]
+            if not block:
+                break
+    # What stands around the users: the declaration, <users> and </users>, nothing else.
+    try:
+        root = etree.fromstring(prefix + pending, _PARSER)
+    except etree.XMLSyntaxError as error:
+        raise _Unusual from error
+    if root.tag != USERS_ROOT or len(root) or (root.text or "").strip():
+        raise _Unusual
+    if (root.getroottree().docinfo.encoding or "").lower() != "utf-8":
+        inspection.file_problems.append(f"{name}: not declared UTF-8")
+    return found
+
+
+def _read_chunk(chunk: bytes, schemas, taken, inspection: Inspection, found: _FileFindings) -> None:
+    try:
+        container = etree.fromstring(b"<users>" + chunk + b"</users>", _PARSER)
+    except etree.XMLSyntaxError as error:
+        raise _Unusual from error
+    users = list(container)
+    if (container.text or "").strip() or any(user.tag != USER or (user.tail or "").strip() for user in users):
+        raise _Unusual
+    breaks = _chunk_may_hold_breaks(chunk)
+    _check_users(users, found.users + 1, container, schemas, inspection, found, taken, breaks)
+
+
+def _read_streamed(packaged: PackagedZip, name: str, schemas, taken, inspection: Inspection) -> _FileFindings:
+    """The general path: an incremental parse of the whole file, every value looked at."""
+    found = _FileFindings(name)
+    with zipfile.ZipFile(packaged.path) as archive, archive.open(name) as stream:
+        parsing = etree.iterparse(stream, events=("end",), tag=USER, huge_tree=True, collect_ids=False)
+        batch = []
+        for _, user in parsing:
+            parent = user.getparent()
+            if parent is None or parent.getparent() is not None:
+                inspection.file_problems.append(f"{name}: a <user> that is not a child of <users>")
+                continue
+            batch.append(user)
+            if len(batch) == USERS_PER_CHUNK:
+                _check_streamed(batch, schemas, taken, inspection, found)
+                batch = []
+        _check_streamed(batch, schemas, taken, inspection, found)
+        root = parsing.root
     if root is None or root.tag != USERS_ROOT:
         inspection.file_problems.append(f"{name}: root element is not <{USERS_ROOT}>")
     elif (root.getroottree().docinfo.encoding or "").lower() != "utf-8":
         inspection.file_problems.append(f"{name}: not declared UTF-8")
+    return found
+
+
+def _check_streamed(batch: list, schemas, taken, inspection: Inspection, found: _FileFindings) -> None:
+    if batch:
+        container = etree.Element(USERS_ROOT)
+        container.extend(batch)  # moved out of the parsed tree: freed with the container
+        _check_users(batch, found.users + 1, container, schemas, inspection, found, taken, breaks=True)
 
 
 def check_schema(
@@ -198,6 +378,7 @@ def check_schema(
     inspection = inspect_users(zips, schemas, taken_identifiers)
     reasons = inspection.reasons()
     metadata = {
+        "patrons": sum(packaged.patrons for packaged in zips),
         "users_checked": inspection.users,
         "xsd": ", ".join(schema.name for schema in schemas),
         "users_validated_by_xsd": min(inspection.validated.values(), default=0),
