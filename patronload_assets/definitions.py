@@ -11,8 +11,14 @@ from .settings import init_sentry, resources
 
 init_sentry(os.environ)
 
+# Steps run in their own processes (staff_zip and student_zip side by side), forked from a server
+# that has imported this code location once: a step starts in milliseconds, not the two seconds
+# an import of dagster, dagster-aws and this package takes.
+executor = dg.multiprocess_executor.configured({"start_method": {"forkserver": {}}})
+
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
+    executor=executor,
     jobs=[patronload_job, warehouse_connection_test],
     schedules=[daily_patronload],
     sensors=[success_report, failure_report],
