@@ -23,6 +23,7 @@ from .domain.packaging import (
 )
 from .domain.values import kerberos_keys
 from .resources import Bucket, InstitutionData, Warehouse, read_sql
+from .timing import ZIP_FRESHNESS
 
 GROUP = "patronload"
 POOL = "patronload"  # one patronload run at a time: the instance limits the pool (dagster.yaml)
@@ -124,7 +125,13 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-@dg.asset(group_name=GROUP, pool=POOL, kinds={"s3", "xml"}, check_specs=_check_specs("staff_zip", STAFF))
+@dg.asset(
+    group_name=GROUP,
+    pool=POOL,
+    kinds={"s3", "xml"},
+    check_specs=_check_specs("staff_zip", STAFF),
+    freshness_policy=ZIP_FRESHNESS,
+)
 def staff_zip(
     context: dg.AssetExecutionContext,
     config: ZipConfig,
@@ -147,6 +154,7 @@ def staff_zip(
     pool=POOL,
     kinds={"s3", "xml"},
     check_specs=_check_specs("student_zip", STUDENT),
+    freshness_policy=ZIP_FRESHNESS,
     # The staff file's identifiers are not the students' to take: only these columns are read.
     ins={"staff_rows": dg.AssetIn(metadata={"columns": ["KRB_NAME_UPPERCASE", *rules.IDENTIFIER_COLUMNS]})},
 )

@@ -5,6 +5,7 @@ import dagster as dg
 from . import assets
 from .frames import ArrowFrameIOManager
 from .jobs import patronload_job, warehouse_connection_test
+from .overdue import overdue_report
 from .schedules import daily_patronload
 from .sensors import failure_report, success_report
 from .settings import init_sentry, resources
@@ -21,6 +22,6 @@ defs = dg.Definitions(
     executor=executor,
     jobs=[patronload_job, warehouse_connection_test],
     schedules=[daily_patronload],
-    sensors=[success_report, failure_report],
+    sensors=[success_report, failure_report, overdue_report],
     resources={**resources(), "io_manager": ArrowFrameIOManager()},
 )

@@ -30,9 +30,9 @@ class RunFacts:
     files: dict[str, str] = field(default_factory=dict)  # name -> text
 
 
-def subject(workspace: str, run_date: dt.date, failed: bool = False) -> str:
+def subject(workspace: str, run_date: dt.date, failed: bool = False, overdue: bool = False) -> str:
     text = f"{workspace.upper()} Patronload file creation {run_date.isoformat()}"
-    return f"{text} failed" if failed else text
+    return f"{text} failed" if failed else f"{text} overdue" if overdue else text
 
 
 def summary_lines(assets: Mapping[str, Mapping[str, object]]) -> list[str]:
@@ -106,6 +106,13 @@ def failure_message(
     ]
     subject_text = subject(workspace, facts.started.date(), failed=True)
     return _message(subject_text, body, sender, recipients, facts.files)
+
+
+def overdue_message(
+    load_date: dt.date, lines: Sequence[str], workspace: str, sender: str, recipients: Sequence[str]
+) -> EmailMessage:
+    """A load that had not succeeded by its deadline (``lines`` say what is known)."""
+    return _message(subject(workspace, load_date, overdue=True), lines, sender, recipients)
 
 
 def _message(

@@ -367,6 +367,10 @@ class OutboxMailer(Mailer):
         folder = Path(self.directory)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{name}.eml"
+        copies = 1
+        while target.exists():  # never overwrite a message: a second one shows as such
+            copies += 1
+            target = folder / f"{name}-{copies}.eml"
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".sending-", delete=False) as partial:
             partial.write(message.as_bytes())
         os.replace(partial.name, target)

@@ -76,7 +76,7 @@ def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> reports.RunFa
     return facts
 
 
-def _deliver(mailer: Mailer, message, name: str, log) -> str:
+def deliver(mailer: Mailer, message, name: str, log) -> str:
     """Send, retrying with exponential backoff a bounded number of times; raise the last error."""
     for attempt in range(1, mailer.send_attempts + 1):
         try:
@@ -128,7 +128,7 @@ def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, des
             message = compose(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
             label = f"{facts.started:%Y%m%dT%H%M%S}-{run_id}-{'failure' if failed else 'success'}"
             try:
-                where = _deliver(mailer, message, label, context.log)
+                where = deliver(mailer, message, label, context.log)
             except Exception as error:
                 pending[run_id] += 1
                 lost = pending[run_id] >= PENDING_GIVE_UP_ATTEMPTS

@@ -1,6 +1,8 @@
 """The daemon path, end to end: a real `dagster dev`, a run launched over GraphQL as the UI does,
 and the report emails the sensors leave in the outbox."""
 
+import contextlib
+import datetime as dt
 import os
 import shutil
 import signal
@@ -28,21 +30,25 @@ def wait_for(condition, timeout, what, interval=1.0):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture
-def dagster_dev(tmp_path):
+@contextlib.contextmanager
+def running_dagster_dev(tmp_path, **settings):
+    """`dagster dev` on a fresh instance in ``tmp_path``, the embedded defaults there too."""
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
     environment = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY"))
+        if not key.startswith(
+            ("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY", "LOAD_")
+        )
     }
     environment.update(
         DAGSTER_HOME=str(home),
         LOCAL_WAREHOUSE_PATH=str(tmp_path / "dw.sqlite3"),
         LOCAL_BUCKET_DIR=str(tmp_path / "bucket"),
         LOCAL_OUTBOX_DIR=str(tmp_path / "outbox"),
+        **settings,
     )
     port = free_port()
     log = open(tmp_path / "dagster-dev.log", "wb")  # noqa: SIM115 (closed at teardown)
@@ -66,7 +72,7 @@ def dagster_dev(tmp_path):
 
     try:
         wait_for(up, 120, "the web server")
-        yield DagsterGraphQLClient("127.0.0.1", port_number=port), tmp_path
+        yield DagsterGraphQLClient("127.0.0.1", port_number=port), environment
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -75,6 +81,12 @@ def dagster_dev(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    with running_dagster_dev(tmp_path) as (client, _):
+        yield client, tmp_path
 
 
 def launch(client: DagsterGraphQLClient) -> str:
@@ -117,3 +129,33 @@ def test_launch_from_the_ui_path_reports_success_then_failure(dagster_dev):
     time.sleep(5)
     assert len(list(outbox.glob("*.eml"))) == 2
     assert sorted(path.name for path in (folder / "bucket").rglob("*.zip")) == zips
+
+
+def test_a_missed_deadline_sends_one_overdue_email_and_a_load_in_time_none(tmp_path):
+    """The checked path: a schedule every two minutes, a one-minute deadline, the schedule stopped."""
+    settings = {"LOAD_SCHEDULE": "*/2 * * * *", "LOAD_DEADLINE_MINUTES": "1", "LOAD_TIMEZONE": "UTC"}
+    outbox = tmp_path / "outbox"
+    with running_dagster_dev(tmp_path, **settings) as (client, environment):
+        stopped = subprocess.run(
+            [DAGSTER, "schedule", "stop", "daily_patronload", "-w", "workspace.yaml"],
+            cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert stopped.returncode == 0, stopped.stderr[-2000:]
+
+        [first] = wait_for(lambda: sorted(outbox.glob("*-overdue*.eml")), 300, "an overdue email", 2)
+        text = first.read_text()
+        assert "Patronload file creation" in text and "overdue" in text and "No load started since" in text
+
+        # The next scheduled time: a load started just after it, done before its deadline.
+        now = dt.datetime.now(dt.UTC)
+        scheduled = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=2 - now.minute % 2)
+        time.sleep(max(0.0, (scheduled - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
+        run_id = launch(client)
+        assert wait_for(lambda: finished(client, run_id), 55, "the load in time") == "SUCCESS"
+        # Past that deadline and a sensor tick: no email for it, and the first was sent once.
+        time.sleep(
+            max(0.0, (scheduled + dt.timedelta(seconds=120) - dt.datetime.now(dt.UTC)).total_seconds())
+        )
+    emails = sorted(path.name for path in outbox.glob("*-overdue*.eml"))
+    assert f"{scheduled:%Y%m%dT%H%M%S}-overdue.eml" not in emails, emails
+    assert not [name for name in emails if not name.endswith("-overdue.eml")], emails  # none twice

@@ -8,7 +8,9 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 
 from patronload_assets import defs, settings
 from patronload_assets.resources import LocalBucket, OracleWarehouse, S3Bucket, SqliteWarehouse
-from patronload_assets.schedules import DAILY_CRON, TIMEZONE, daily_patronload
+from patronload_assets.schedules import daily_patronload
+from patronload_assets.timing import DEFAULT_CRON as DAILY_CRON
+from patronload_assets.timing import DEFAULT_TIMEZONE as TIMEZONE
 
 PRODUCTION = {
     "DATA_WAREHOUSE_USER": "loader",

@@ -6,12 +6,16 @@ from collections.abc import Iterable
 
 import pytest
 
+from patronload_assets import timing
 from patronload_assets.domain import alma_xml, checks, packaging, rules, values
 
 from .conftest import PROJECT_DIR
 
 RULES_DOCUMENT = PROJECT_DIR / "docs" / "patron-rules.md"
-MODULES = {"rules": rules, "values": values, "packaging": packaging, "alma_xml": alma_xml, "checks": checks}
+MODULES = {
+    "rules": rules, "values": values, "packaging": packaging, "alma_xml": alma_xml, "checks": checks,
+    "timing": timing,
+}  # fmt: skip
 # | what the rule is | `value` `value` ... | `module.NAME` |
 CONSTANT_ROW = re.compile(r"^\| [^|]+ \| ((?:`[^`]*` ?)+) \| `(\w+)\.([\w.]+)` \|$", re.MULTILINE)
 

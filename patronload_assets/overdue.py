@@ -1,0 +1,164 @@
+"""Silence is a failure: a load that has not succeeded by its deadline is reported.
+
+The report sensors only see runs that happen. This sensor looks at the clock: at each deadline
+(``schedules.LOAD_TIMING``), unless a full load that began at or after the scheduled time had
+succeeded by the deadline, it emails once what is known. The zip assets' freshness checks show the
+same in the UI's lineage. Neither can speak while the daemon is down: the deployment restarts a
+daemon whose heartbeat stops (``deploy/aws``), and the README says how to watch it from outside.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import dagster as dg
+
+from . import reports
+from .jobs import patronload_job
+from .resources import Mailer
+from .sensors import PENDING_GIVE_UP_ATTEMPTS, deliver, run_facts
+from .timing import LOAD_TIMING, LoadTiming
+
+ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))
+IN_PROGRESS = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
+
+
+def is_full_load(run: dg.DagsterRun) -> bool:
+    """A run of the whole load, whoever started it: the job, or both zips selected (the CLI)."""
+    selected = set(run.asset_selection or ())
+    return run.job_name == patronload_job.name or set(ZIP_ASSETS) <= selected
+
+
+def overdue_lines(
+    instance: dg.DagsterInstance, scheduled: dt.datetime, deadline: dt.datetime
+) -> list[str] | None:
+    """``None`` when a full load that began at or after ``scheduled`` succeeded by ``deadline``;
+    else what is known, as lines for the report."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(created_after=scheduled - dt.timedelta(days=1)), limit=200
+    )
+    loads = []
+    for record in records:
+        began = record.start_time or record.create_timestamp.timestamp()
+        if is_full_load(record.dagster_run) and began >= scheduled.timestamp():
+            loads.append((began, record))
+    loads.sort(key=lambda load: load[0])
+    for _, record in loads:
+        if (
+            record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+            and (record.end_time or 0) <= deadline.timestamp()
+        ):
+            return None
+
+    when = f"{scheduled:%Y-%m-%d %H:%M %Z}"
+    lines = [
+        f"The patron load scheduled at {when} had not succeeded by its deadline, {deadline:%H:%M %Z}.",
+        "",
+    ]
+    in_progress = [record for _, record in loads if record.dagster_run.status in IN_PROGRESS]
+    finished = [record for _, record in loads if record.dagster_run.status not in IN_PROGRESS]
+    if not loads:
+        lines.append(f"No load started since {when}.")
+    for record in in_progress:
+        began = dt.datetime.fromtimestamp(record.start_time or record.create_timestamp.timestamp(), dt.UTC)
+        lines.append(
+            f"A load is in progress since {began:%Y-%m-%d %H:%M:%S UTC} "
+            f"(run {record.dagster_run.run_id}, {record.dagster_run.status.value})."
+        )
+    if finished:
+        last = finished[-1]
+        ended = dt.datetime.fromtimestamp(last.end_time or last.create_timestamp.timestamp(), dt.UTC)
+        status = last.dagster_run.status
+        if status == dg.DagsterRunStatus.SUCCESS:
+            lines.append(
+                f"The last load (run {last.dagster_run.run_id}) succeeded after the deadline, "
+                f"at {ended:%H:%M:%S UTC}."
+            )
+        else:
+            facts = run_facts(instance, last.dagster_run)
+            steps = ", ".join(facts.failed_steps) or "none recorded"
+            lines.append(
+                f"The last load (run {last.dagster_run.run_id}) ended {status.value} at "
+                f"{ended:%Y-%m-%d %H:%M:%S UTC}, in step(s) {steps}:"
+            )
+            lines += [f"  {error}" for error in facts.errors[-3:]] or ["  (no error was recorded)"]
+    lines += ["", "Last successful load of each zip (what Alma last received from this instance):"]
+    for key in ZIP_ASSETS:
+        event = instance.get_latest_materialization_event(key)
+        when_loaded = (
+            dt.datetime.fromtimestamp(event.timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            if event
+            else "never"
+        )
+        lines.append(f"  {key.to_user_string()}: {when_loaded}")
+    lines += [
+        "",
+        "What to do:",
+        "  - Is the daemon running? The UI's Deployment > Daemons page shows its heartbeat; from a",
+        "    shell, `dagster-daemon liveness-check` (with the deployment's DAGSTER_HOME) fails when not.",
+        "  - Is the schedule running? The UI's Automation page: daily_patronload must be Running.",
+        "  - A run stuck in the queue or in progress: the UI's Runs page; cancel it if it is stuck.",
+        "  - Start the load by hand: Materialize all in the UI's patronload group, or",
+        "    `dagster job launch -m patronload_assets -j patronload_job` with the deployment's DAGSTER_HOME.",
+    ]
+    return lines
+
+
+def _overdue_sensor(timing: LoadTiming):
+    @dg.sensor(
+        name="patronload_overdue",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Emails once when a load has not succeeded by its deadline "
+        "(LOAD_SCHEDULE + LOAD_DEADLINE_MINUTES).",
+    )
+    def overdue_report(context: dg.SensorEvaluationContext, mailer: Mailer):
+        now = dt.datetime.now(dt.UTC)
+        state = json.loads(context.cursor) if context.cursor else {}
+        # From the first tick on: deadlines before the sensor first ran are history.
+        checked = dt.datetime.fromtimestamp(state.get("checked_until", now.timestamp()), dt.UTC)
+        pending: dict[str, int] = dict(state.get("pending", {}))  # scheduled time (ISO) -> failed sends
+        for scheduled, _ in timing.deadlines_between(checked, now):
+            pending.setdefault(scheduled.isoformat(), 0)
+        sent = []
+        for key in sorted(pending):
+            scheduled = dt.datetime.fromisoformat(key)
+            deadline = timing.deadline(scheduled)
+            lines = overdue_lines(context.instance, scheduled, deadline)
+            if lines is None:
+                del pending[key]
+                continue
+            message = reports.overdue_message(
+                scheduled.date(), lines, mailer.workspace, mailer.sender, mailer.recipient_list()
+            )
+            label = f"{scheduled.astimezone(dt.UTC):%Y%m%dT%H%M%S}-overdue"
+            try:
+                where = deliver(mailer, message, label, context.log)
+            except Exception as error:
+                pending[key] += 1
+                lost = pending[key] >= PENDING_GIVE_UP_ATTEMPTS
+                context.log.error(
+                    f"overdue report for {key} not sent ({type(error).__name__}: {error}); "
+                    + ("giving up after many ticks" if lost else "will try again at the next tick")
+                )
+                if lost:
+                    del pending[key]
+                continue
+            del pending[key]
+            sent.append(key)
+            context.log.info(f"overdue report for the load scheduled at {key} sent: {where}")
+        context.update_cursor(json.dumps({"checked_until": now.timestamp(), "pending": pending}))
+        return dg.SkipReason(
+            f"overdue report(s) sent for {', '.join(sent)}" if sent else "no deadline missed"
+        )
+
+    return overdue_report
+
+
+overdue_report = _overdue_sensor(LOAD_TIMING)
