@@ -111,6 +111,17 @@ def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheck
     ]
 
 
+def _zip_asset(asset_name: str, patron_type: PatronType) -> dict:
+    """What both zip assets declare: group, the one-run pool, kinds, checks, freshness."""
+    return {
+        "group_name": GROUP,
+        "pool": POOL,
+        "kinds": {"s3", "xml"},
+        "check_specs": _check_specs(asset_name, patron_type),
+        "freshness_policy": ZIP_FRESHNESS,
+    }
+
+
 CHECK_DESCRIPTIONS = {
     checks.SCHEMA: "Every user, parsed from the files as written, valid against the project's schema of what "
     "it sends (and Alma's rest_user.xsd when ALMA_USER_XSD names it); one preferred segment a list; no "
@@ -125,13 +136,7 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-@dg.asset(
-    group_name=GROUP,
-    pool=POOL,
-    kinds={"s3", "xml"},
-    check_specs=_check_specs("staff_zip", STAFF),
-    freshness_policy=ZIP_FRESHNESS,
-)
+@dg.asset(**_zip_asset("staff_zip", STAFF))
 def staff_zip(
     context: dg.AssetExecutionContext,
     config: ZipConfig,
@@ -150,11 +155,7 @@ def staff_zip(
 
 
 @dg.asset(
-    group_name=GROUP,
-    pool=POOL,
-    kinds={"s3", "xml"},
-    check_specs=_check_specs("student_zip", STUDENT),
-    freshness_policy=ZIP_FRESHNESS,
+    **_zip_asset("student_zip", STUDENT),
     # The staff file's identifiers are not the students' to take: only these columns are read.
     ins={"staff_rows": dg.AssetIn(metadata={"columns": ["KRB_NAME_UPPERCASE", *rules.IDENTIFIER_COLUMNS]})},
 )

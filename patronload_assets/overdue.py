@@ -17,7 +17,7 @@ import dagster as dg
 from . import reports
 from .jobs import patronload_job
 from .resources import Mailer
-from .sensors import PENDING_GIVE_UP_ATTEMPTS, deliver, run_facts
+from .sensors import run_facts, send_or_keep_pending
 from .timing import LOAD_TIMING, LoadTiming
 
 ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))
@@ -138,21 +138,9 @@ def _overdue_sensor(timing: LoadTiming):
                 scheduled.date(), lines, mailer.workspace, mailer.sender, mailer.recipient_list()
             )
             label = f"{scheduled.astimezone(dt.UTC):%Y%m%dT%H%M%S}-overdue"
-            try:
-                where = deliver(mailer, message, label, context.log)
-            except Exception as error:
-                pending[key] += 1
-                lost = pending[key] >= PENDING_GIVE_UP_ATTEMPTS
-                context.log.error(
-                    f"overdue report for {key} not sent ({type(error).__name__}: {error}); "
-                    + ("giving up after many ticks" if lost else "will try again at the next tick")
-                )
-                if lost:
-                    del pending[key]
-                continue
-            del pending[key]
-            sent.append(key)
-            context.log.info(f"overdue report for the load scheduled at {key} sent: {where}")
+            what = f"overdue report for the load scheduled at {key}"
+            if send_or_keep_pending(mailer, message, label, pending, key, what, context.log):
+                sent.append(key)
         context.update_cursor(json.dumps({"checked_until": now.timestamp(), "pending": pending}))
         return dg.SkipReason(
             f"overdue report(s) sent for {', '.join(sent)}" if sent else "no deadline missed"

@@ -90,6 +90,29 @@ def deliver(mailer: Mailer, message, name: str, log) -> str:
     raise AssertionError("unreachable")
 
 
+def send_or_keep_pending(
+    mailer: Mailer, message, label: str, pending: dict, key: str, what: str, log
+) -> bool:
+    """Send with retries; on success drop ``key`` from ``pending``, else count a failed tick there
+    (a failed send inside a sensor is not retried by Dagster: the cursor keeps it for the next tick,
+    until about a day of ticks has failed)."""
+    try:
+        where = deliver(mailer, message, label, log)
+    except Exception as error:
+        pending[key] += 1
+        lost = pending[key] >= PENDING_GIVE_UP_ATTEMPTS
+        log.error(
+            f"{what} not sent ({type(error).__name__}: {error}); "
+            + ("giving up after many ticks" if lost else "will try again at the next tick")
+        )
+        if lost:
+            del pending[key]
+        return False
+    del pending[key]
+    log.info(f"{what} sent: {where}")
+    return True
+
+
 def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, description: str):
     @dg.sensor(
         name=name,
@@ -127,21 +150,11 @@ def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, des
             compose = reports.failure_message if failed else reports.success_message
             message = compose(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
             label = f"{facts.started:%Y%m%dT%H%M%S}-{run_id}-{'failure' if failed else 'success'}"
-            try:
-                where = deliver(mailer, message, label, context.log)
-            except Exception as error:
-                pending[run_id] += 1
-                lost = pending[run_id] >= PENDING_GIVE_UP_ATTEMPTS
-                context.log.error(
-                    f"report of run {run_id} not sent ({type(error).__name__}: {error}); "
-                    + ("giving up after many ticks" if lost else "will try again at the next tick")
-                )
-                if lost:
-                    del pending[run_id]
+            if not send_or_keep_pending(
+                mailer, message, label, pending, run_id, f"report of run {run_id}", context.log
+            ):
                 continue
-            del pending[run_id]
             sent.append(run_id)
-            context.log.info(f"report of run {run_id} sent: {where}")
             if failed:
                 _report_to_sentry(facts, mailer.workspace)
         context.update_cursor(json.dumps({"after": baseline, "pending": pending}))

@@ -11,7 +11,6 @@ import argparse
 import datetime as dt
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import dagster as dg
 
 from patronload_assets.domain import synthetic
 from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
+from patronload_assets_tests.environment import embedded_environment
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -57,19 +57,7 @@ def lineage(patrons: int) -> None:
         synthetic.create_warehouse(folder / "dw.sqlite3", patrons, patrons)
         generated = time.perf_counter() - started
         print(f"warehouse: {patrons:,} staff + {patrons:,} students generated in {generated:.0f} s")
-        (folder / "home").mkdir()
-        shutil.copy(PROJECT_DIR / "dagster.yaml", folder / "home" / "dagster.yaml")
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE"))
-        }
-        environment.update(
-            DAGSTER_HOME=str(folder / "home"),
-            LOCAL_WAREHOUSE_PATH=str(folder / "dw.sqlite3"),
-            LOCAL_BUCKET_DIR=str(folder / "bucket"),
-            LOCAL_OUTBOX_DIR=str(folder / "outbox"),
-        )
+        environment = embedded_environment(folder, folder / "home")
         command = [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "patronload_assets",
                    "--select", "*"]  # fmt: skip
         started = time.perf_counter()

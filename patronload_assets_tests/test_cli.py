@@ -2,7 +2,6 @@
 throwaway instance, as Dagster does) and set."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,30 +13,15 @@ from patronload_assets import summary
 from patronload_assets.domain import synthetic
 
 from .conftest import PROJECT_DIR, load
+from .environment import embedded_environment
 
 BIN = Path(sys.executable).parent
 
 
 def environment(tmp_path, home: Path | None) -> dict[str, str]:
-    """This machine's environment without any production setting, the embedded defaults in
-    ``tmp_path``, and ``DAGSTER_HOME`` only when ``home`` is given."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(
-            ("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY", "DAGSTER_")
-        )
-    }
-    env.update(
-        LOCAL_WAREHOUSE_PATH=str(tmp_path / "dw.sqlite3"),
-        LOCAL_BUCKET_DIR=str(tmp_path / "bucket"),
-        LOCAL_OUTBOX_DIR=str(tmp_path / "outbox"),
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-    )
-    if home is not None:
-        home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
-        env["DAGSTER_HOME"] = str(home)
+    """The embedded defaults in ``tmp_path``, the venv's commands first on the PATH."""
+    env = embedded_environment(tmp_path, home)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 

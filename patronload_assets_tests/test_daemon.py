@@ -4,7 +4,6 @@ and the report emails the sensors leave in the outbox."""
 import contextlib
 import datetime as dt
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from .conftest import PROJECT_DIR, free_port
+from .environment import embedded_environment
 
 DAGSTER = Path(sys.executable).parent / "dagster"
 
@@ -33,23 +33,7 @@ def wait_for(condition, timeout, what, interval=1.0):
 @contextlib.contextmanager
 def running_dagster_dev(tmp_path, **settings):
     """`dagster dev` on a fresh instance in ``tmp_path``, the embedded defaults there too."""
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(
-            ("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY", "LOAD_")
-        )
-    }
-    environment.update(
-        DAGSTER_HOME=str(home),
-        LOCAL_WAREHOUSE_PATH=str(tmp_path / "dw.sqlite3"),
-        LOCAL_BUCKET_DIR=str(tmp_path / "bucket"),
-        LOCAL_OUTBOX_DIR=str(tmp_path / "outbox"),
-        **settings,
-    )
+    environment = embedded_environment(tmp_path, tmp_path / "home", **settings)
     port = free_port()
     log = open(tmp_path / "dagster-dev.log", "wb")  # noqa: SIM115 (closed at teardown)
     process = subprocess.Popen(

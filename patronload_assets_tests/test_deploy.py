@@ -1,7 +1,6 @@
 """Production readiness: instance configuration, the connection test, secrets and patron data."""
 
 import importlib
-import os
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from patronload_assets.domain import rules, synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse, read_sql
 
 from .conftest import PROJECT_DIR, free_port
+from .environment import embedded_environment
 
 DAGSTER = Path(sys.executable).parent / "dagster"
 INSTANCE_FILES = [PROJECT_DIR / "dagster.yaml", *sorted((PROJECT_DIR / "deploy").glob("*/dagster.yaml"))]
@@ -64,21 +64,10 @@ def test_connection_test_job_logs_the_version(tmp_path):
     assert not result.asset_materializations_for_node("connect_to_warehouse")
 
 
-def _environment(home: Path, **settings) -> dict[str, str]:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY"))
-    }
-    environment.update(DAGSTER_HOME=str(home), **settings)
-    return environment
-
-
 def test_a_failed_connection_leaves_no_trace_of_the_password(tmp_path):
     home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT_DIR / "dagster.yaml").read_text())
-    environment = _environment(
+    environment = embedded_environment(
+        tmp_path,
         home,
         DATA_WAREHOUSE_USER="loader",
         DATA_WAREHOUSE_PASSWORD=PASSWORD,

@@ -1,7 +1,6 @@
 """The whole lineage: a SQLite warehouse, an S3 bucket served by moto over real HTTP."""
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from patronload_assets.domain import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse, read_sql
 
 from .conftest import FIXTURES, PROJECT_DIR, assert_valid_users
+from .environment import embedded_environment
 
 ALL_ASSETS = dg.load_assets_from_modules([assets])
 
@@ -174,19 +174,12 @@ def test_department_table_conflict_fails_the_run_naming_the_codes(warehouse_path
 
 def test_command_line_materialize_with_settings(tmp_path):
     """What operators and the daily check run: `dagster asset materialize`, settings in the environment."""
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DATA_WAREHOUSE", "S3_", "SES_"))
-    }
-    environment.update(
-        DAGSTER_HOME=str(tmp_path / "home"),
-        LOCAL_WAREHOUSE_PATH=str(tmp_path / "dw.sqlite3"),
-        LOCAL_BUCKET_DIR=str(tmp_path / "bucket"),
+    environment = embedded_environment(
+        tmp_path,
+        tmp_path / "home",
         S3_PREFIX="incoming/alma",
         STUDENT_DEPARTMENTS_PATH=str(FIXTURES / "student_departments_with_none.json"),
     )
-    (tmp_path / "home").mkdir()
     completed = subprocess.run(
         [
             Path(sys.executable).parent / "dagster",
