@@ -47,6 +47,7 @@ class Outcome:
 PROJECT_XSD = Path(__file__).resolve().parent.parent / "schema" / "patronload_users.xsd"
 USERS_ROOT, USER = "users", "user"
 
+_XS = {"xs": "http://www.w3.org/2001/XMLSchema"}
 _QUOTED = re.compile(r"'[^']*'")
 _NAMED = re.compile(r"^(?:Element|attribute) '([^']+)'")
 
@@ -57,11 +58,16 @@ class UserSchema:
 
     name: str
     schema: etree.XMLSchema
+    declares_users: bool  # a global <users>: a run of users validates in one call
 
     @classmethod
     def load(cls, path: str | Path) -> UserSchema:
         try:
-            return cls(Path(path).name, etree.XMLSchema(etree.parse(str(path))))
+            document = etree.parse(str(path))
+            declares_users = bool(
+                document.xpath(f"/xs:schema/xs:element[@name='{USERS_ROOT}']", namespaces=_XS)
+            )
+            return cls(Path(path).name, etree.XMLSchema(document), declares_users)
         except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as error:
             raise ValueError(f"cannot use the user schema {path}: {error}") from error
 
@@ -240,7 +246,8 @@ def _check_users(
             user_problems += _breaks_in_values(user)
     for schema in schemas:
         inspection.validated[schema.name] += len(users)
-        if not schema.schema.validate(container):
+        # Alma's rest_user.xsd declares <user> only: its users are validated one by one.
+        if not schema.declares_users or not schema.schema.validate(container):
             for user, user_problems in zip(users, problems, strict=True):
                 if not schema.schema.validate(user):
                     user_problems.append(xsd_reason(schema, schema.schema.error_log.last_error))
