@@ -15,8 +15,9 @@ import json
 import dagster as dg
 
 from . import reports
+from .domain.packaging import newest_load_time
 from .jobs import patronload_job
-from .resources import Mailer
+from .resources import Bucket, Mailer
 from .sensors import run_facts, send_or_keep_pending
 from .timing import LOAD_TIMING, LoadTiming
 
@@ -35,8 +36,21 @@ def is_full_load(run: dg.DagsterRun) -> bool:
     return run.job_name == patronload_job.name or set(ZIP_ASSETS) <= selected
 
 
+def _last_loaded(instance: dg.DagsterInstance, key: dg.AssetKey, bucket: Bucket | None) -> str:
+    """This instance's last materialization of a zip; else (a new or wiped instance) the time in
+    the name of the bucket's newest zip of its type."""
+    event = instance.get_latest_materialization_event(key)
+    if event:
+        return f"{dt.datetime.fromtimestamp(event.timestamp, dt.UTC):%Y-%m-%d %H:%M:%S UTC}"
+    patron_type = key.path[-1].removesuffix("_zip")
+    newest = newest_load_time(bucket.list_keys(), bucket.prefix, patron_type) if bucket else None
+    if newest:
+        return f"{newest:%Y-%m-%d %H:%M:%S UTC} (the bucket's newest {patron_type} zip; no record here)"
+    return "never"
+
+
 def overdue_lines(
-    instance: dg.DagsterInstance, scheduled: dt.datetime, deadline: dt.datetime
+    instance: dg.DagsterInstance, scheduled: dt.datetime, deadline: dt.datetime, bucket: Bucket | None = None
 ) -> list[str] | None:
     """``None`` when a full load that began at or after ``scheduled`` succeeded by ``deadline``;
     else what is known, as lines for the report."""
@@ -88,15 +102,9 @@ def overdue_lines(
                 f"{ended:%Y-%m-%d %H:%M:%S UTC}, in step(s) {steps}:"
             )
             lines += [f"  {error}" for error in facts.errors[-3:]] or ["  (no error was recorded)"]
-    lines += ["", "Last successful load of each zip (what Alma last received from this instance):"]
+    lines += ["", "Last successful load of each zip (what Alma last received):"]
     for key in ZIP_ASSETS:
-        event = instance.get_latest_materialization_event(key)
-        when_loaded = (
-            dt.datetime.fromtimestamp(event.timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            if event
-            else "never"
-        )
-        lines.append(f"  {key.to_user_string()}: {when_loaded}")
+        lines.append(f"  {key.to_user_string()}: {_last_loaded(instance, key, bucket)}")
     lines += [
         "",
         "What to do:",
@@ -118,7 +126,7 @@ def _overdue_sensor(timing: LoadTiming):
         description="Emails once when a load has not succeeded by its deadline "
         "(LOAD_SCHEDULE + LOAD_DEADLINE_MINUTES).",
     )
-    def overdue_report(context: dg.SensorEvaluationContext, mailer: Mailer):
+    def overdue_report(context: dg.SensorEvaluationContext, mailer: Mailer, bucket: Bucket):
         now = dt.datetime.now(dt.UTC)
         state = json.loads(context.cursor) if context.cursor else {}
         # From the first tick on: deadlines before the sensor first ran are history.
@@ -130,7 +138,7 @@ def _overdue_sensor(timing: LoadTiming):
         for key in sorted(pending):
             scheduled = dt.datetime.fromisoformat(key)
             deadline = timing.deadline(scheduled)
-            lines = overdue_lines(context.instance, scheduled, deadline)
+            lines = overdue_lines(context.instance, scheduled, deadline, bucket)
             if lines is None:
                 del pending[key]
                 continue

@@ -116,6 +116,23 @@ def test_no_run_since_the_scheduled_time(load_job):
     assert "dagster-daemon liveness-check" in text and "daily_patronload" in text
 
 
+def test_a_wiped_instance_tells_the_last_loads_from_the_bucket(load_job, tmp_path):
+    with dg.instance_for_test() as instance:
+        assert load_job(instance).success
+    [staff] = (tmp_path / "bucket").glob("staff_*.zip")
+    staff.rename(staff.with_name(staff.name + ".processed"))  # as Alma renames what it took
+    with dg.instance_for_test() as wiped:
+        scheduled = now()
+        lines = overdue.overdue_lines(
+            wiped,
+            scheduled,
+            scheduled + dt.timedelta(minutes=1),
+            LocalBucket(directory=str(tmp_path / "bucket")),
+        )
+    when = dt.datetime.strptime(staff.name[len("staff_") : -len(".zip")], "%Y-%m-%d_%H.%M.%S")
+    assert f"  staff_zip: {when:%Y-%m-%d %H:%M:%S} UTC (the bucket's newest staff zip" in "\n".join(lines)
+
+
 def test_a_run_in_progress(load_job):
     with dg.instance_for_test() as instance:
         scheduled = now() - dt.timedelta(seconds=5)
@@ -161,10 +178,13 @@ def test_one_email_per_missed_deadline_and_none_before_the_first_tick(tmp_path):
     timing = LoadTiming("* * * * *", "UTC", 1)  # a deadline every minute
     sensor = overdue._overdue_sensor(timing)
     mailer = OutboxMailer(directory=str(tmp_path / "outbox"), workspace="stage")
+    bucket = LocalBucket(directory=str(tmp_path / "bucket"))
     with dg.instance_for_test() as instance:
 
         def tick(cursor):
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"mailer": mailer})
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"mailer": mailer, "bucket": bucket}
+            )
             sensor(context)
             return context.cursor
 
@@ -196,7 +216,10 @@ def test_a_send_that_fails_stays_pending_for_the_next_tick(tmp_path):
         context = dg.build_sensor_context(
             instance=instance,
             cursor=start,
-            resources={"mailer": Unreachable(directory=str(tmp_path), send_attempts=1, backoff_seconds=0)},
+            resources={
+                "mailer": Unreachable(directory=str(tmp_path), send_attempts=1, backoff_seconds=0),
+                "bucket": LocalBucket(directory=str(tmp_path / "bucket")),
+            },
         )
         sensor(context)
         pending = json.loads(context.cursor)["pending"]
@@ -204,7 +227,10 @@ def test_a_send_that_fails_stays_pending_for_the_next_tick(tmp_path):
         retry = dg.build_sensor_context(
             instance=instance,
             cursor=context.cursor,
-            resources={"mailer": OutboxMailer(directory=str(tmp_path / "out"))},
+            resources={
+                "mailer": OutboxMailer(directory=str(tmp_path / "out")),
+                "bucket": LocalBucket(directory=str(tmp_path / "bucket")),
+            },
         )
         sensor(retry)
         assert json.loads(retry.cursor)["pending"] == {}

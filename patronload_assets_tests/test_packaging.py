@@ -10,6 +10,7 @@ from patronload_assets.domain.packaging import (
     AlmaLimits,
     PackagingError,
     latest_set,
+    newest_load_time,
     object_key,
     patrons_in_zip_tail,
     plan_files,
@@ -172,3 +173,9 @@ def test_latest_set_is_the_newest_load_of_a_type_processed_or_not():
     assert latest_set(keys, "alma", "staff") == keys[1:3]
     assert latest_set(keys, "alma", "student") == [keys[3]]
     assert latest_set([], "alma", "staff") == []
+
+
+def test_newest_load_time_reads_the_bucket_names_processed_ones_included():
+    keys = ["alma/staff_2026-01-01_05.00.00.zip", "alma/staff_2026-01-02_05.00.07.zip.done", "alma/x.zip"]
+    assert newest_load_time(keys, "alma", "staff") == dt.datetime(2026, 1, 2, 5, 0, 7, tzinfo=dt.UTC)
+    assert newest_load_time(keys, "alma", "student") is None

@@ -190,6 +190,14 @@ def latest_set(keys: Iterable[str], prefix: str, patron_type: str) -> list[str]:
     return sorted(loads[max(loads)]) if loads else []
 
 
+def newest_load_time(keys: Iterable[str], prefix: str, patron_type: str) -> dt.datetime | None:
+    """When the newest load of a type directly under ``prefix`` was written (the UTC time in its
+    name), processed ones included; ``None`` when there is none."""
+    times = [_load_time(name, patron_type, processed=True) for _, name in _names_under(keys, prefix)]
+    newest = max(filter(None, times), default=None)
+    return dt.datetime.strptime(newest, "%Y-%m-%d_%H.%M.%S").replace(tzinfo=dt.UTC) if newest else None
+
+
 def stale_keys(
     existing: Iterable[str], prefix: str, patron_type: str, keep: Iterable[str], uploaded: dt.datetime
 ) -> list[str]:
