@@ -241,7 +241,7 @@ def _publish(
                 metadata=outcome.metadata,
             )
         if screening is not None and screening.left_out:
-            _report_left_out(context, patron_type, screening.left_out)
+            _report_invalid_users(context, patron_type, screening)
         blocked = [outcome for outcome in outcomes if outcome.blocking and not outcome.passed]
         if blocked:
             reasons = "; ".join(f"{outcome.name} check failed: {outcome.description}" for outcome in blocked)
@@ -337,8 +337,9 @@ def _build_and_check(
     return result, screening, outcomes
 
 
-def _report_left_out(context: dg.AssetExecutionContext, patron_type: PatronType, invalid) -> None:
+def _report_invalid_users(context: dg.AssetExecutionContext, patron_type: PatronType, screening) -> None:
     """Invalid users by primary id, for the run report only: metadata and logs keep counts."""
+    invalid = screening.left_out
     storage.write_report_file(
         context.instance,
         context.run.run_id,
@@ -346,8 +347,9 @@ def _report_left_out(context: dg.AssetExecutionContext, patron_type: PatronType,
         ("primary_id", "xml_file", "position", "reasons"),
         ((user.primary_id, user.xml_file, user.position, " | ".join(user.reasons)) for user in invalid),
     )
+    what = "left out of the file" if screening.outcome.passed else "found; the type is held back"
     context.log.warning(
-        f"{len(invalid)} invalid {patron_type.name} user(s) left out of the file; the run report names them"
+        f"{len(invalid)} invalid {patron_type.name} user(s) {what}; the run report names them"
     )
 
 
