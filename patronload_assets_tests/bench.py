@@ -22,7 +22,7 @@ import dagster as dg
 
 from patronload_assets.domain import synthetic
 from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
-from patronload_assets_tests.environment import embedded_environment
+from patronload_assets_tests.environment import MATERIALIZE_ALL, embedded_environment
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -58,8 +58,7 @@ def lineage(patrons: int) -> None:
         generated = time.perf_counter() - started
         print(f"warehouse: {patrons:,} staff + {patrons:,} students generated in {generated:.0f} s")
         environment = embedded_environment(folder, folder / "home")
-        command = [Path(sys.executable).parent / "dagster", "asset", "materialize", "-m", "patronload_assets",
-                   "--select", "*"]  # fmt: skip
+        command = [Path(sys.executable).parent / MATERIALIZE_ALL[0], *MATERIALIZE_ALL[1:]]
         started = time.perf_counter()
         process = subprocess.Popen(
             command,

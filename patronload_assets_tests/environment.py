@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The whole load from the command line, as `make run` and the operators run it.
+MATERIALIZE_ALL = ("dagster", "asset", "materialize", "-m", "patronload_assets", "--select", "*")
 DEPLOYMENT_SETTINGS = (
     "DATA_WAREHOUSE", "DATAWAREHOUSE", "S3_", "SES_", "WORKSPACE", "SENTRY", "LOAD_", "ALMA_", "DAGSTER_HOME",
 )  # fmt: skip

@@ -13,7 +13,7 @@ from patronload_assets import summary
 from patronload_assets.domain import synthetic
 
 from .conftest import PROJECT_DIR, load
-from .environment import embedded_environment
+from .environment import MATERIALIZE_ALL, embedded_environment
 
 BIN = Path(sys.executable).parent
 
@@ -42,15 +42,7 @@ def test_definitions_validate_from_the_root(tmp_path, command, home):
 
 
 LOADS = {
-    "dagster asset materialize": [
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "patronload_assets",
-        "--select",
-        "*",
-    ],
+    "dagster asset materialize": list(MATERIALIZE_ALL),
     "dagster job execute": ["dagster", "job", "execute", "-m", "patronload_assets", "-j", "patronload_job"],
     "dg launch": ["dg", "launch", "--assets", "*"],
 }

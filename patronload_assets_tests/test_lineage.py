@@ -17,7 +17,7 @@ from patronload_assets.domain import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse, read_sql
 
 from .conftest import FIXTURES, PROJECT_DIR, assert_valid_users
-from .environment import embedded_environment
+from .environment import MATERIALIZE_ALL, embedded_environment
 
 ALL_ASSETS = dg.load_assets_from_modules([assets])
 
@@ -181,15 +181,7 @@ def test_command_line_materialize_with_settings(tmp_path):
         STUDENT_DEPARTMENTS_PATH=str(FIXTURES / "student_departments_with_none.json"),
     )
     completed = subprocess.run(
-        [
-            Path(sys.executable).parent / "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "patronload_assets",
-            "--select",
-            "*",
-        ],
+        [Path(sys.executable).parent / MATERIALIZE_ALL[0], *MATERIALIZE_ALL[1:]],
         cwd=PROJECT_DIR,
         env=environment,
         capture_output=True,
