@@ -3,20 +3,24 @@ record counts, codes and keys as metadata (never a name, email, phone or address
 
 import datetime as dt
 import shutil
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Set
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from . import frames, storage
-from .domain import checks, rules
-from .domain.load import STAFF, STUDENT, PatronType, build_zips
+from .domain import changes, checks, rules
+from .domain.load import STAFF, STUDENT, BuildResult, PatronType, build_zips
 from .domain.packaging import (
     PackagingError,
     latest_set,
     newer_keys,
+    newest_load_time,
     object_key,
     patrons_in_zip_tail,
     stale_keys,
@@ -29,27 +33,28 @@ GROUP = "patronload"
 POOL = "patronload"  # one patronload run at a time: the instance limits the pool (dagster.yaml)
 
 
-def _read_view(context: dg.AssetExecutionContext, warehouse: Warehouse, patron_type: PatronType):
+def read_view(log, warehouse: Warehouse, patron_type: PatronType) -> tuple[pd.DataFrame, dict]:
+    """A view's rows, every column text, and their metadata (rows, columns, repairs by kind)."""
     repairs: Counter = Counter()
     frame = warehouse.read_frame(read_sql(patron_type.name), repairs)
     missing = [column for column in patron_type.columns if column not in frame.columns]
     if missing:
         raise ValueError(f"the {patron_type.name} query returned no {', '.join(missing)} column")
     frame = frame[list(patron_type.columns)]
-    context.log.info(f"{len(frame)} {patron_type.name} rows read from the {warehouse.describe()}")
-    return dg.Output(frame, metadata={"rows": len(frame), "columns": len(frame.columns), **_counts(repairs)})
+    log.info(f"{len(frame)} {patron_type.name} rows read from the {warehouse.describe()}")
+    return frame, {"rows": len(frame), "columns": len(frame.columns), **_counts(repairs)}
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
 def staff_rows(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
     """The staff extract (sql/staff.sql), every column text."""
-    return _read_view(context, warehouse, STAFF)
+    return _output(read_view(context.log, warehouse, STAFF))
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
 def student_rows(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
     """The student extract (sql/student.sql), every column text."""
-    return _read_view(context, warehouse, STUDENT)
+    return _output(read_view(context.log, warehouse, STUDENT))
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"pandas"})
@@ -57,23 +62,27 @@ def deduplicated_students(
     context: dg.AssetExecutionContext, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
 ) -> dg.Output[pd.DataFrame]:
     """Students with a Kerberos name that is not already staff, one row each (first wins)."""
+    return _output(deduplicate_students(context.log, staff_rows, student_rows))
+
+
+def deduplicate_students(
+    log, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
+) -> tuple[pd.DataFrame, dict]:
     selection = rules.select_patrons(
         frames.column(student_rows, "KRB_NAME_UPPERCASE"),
         already_loaded=kerberos_keys(frames.column(staff_rows, "KRB_NAME_UPPERCASE")),
         duplicate_reason=rules.DROPPED_DUPLICATE_STUDENT,
     )
     students = student_rows.iloc[selection.kept].reset_index(drop=True)
-    context.log.info(
+    log.info(
         f"{len(students)} of {len(student_rows)} student rows kept; left out: {_describe(selection.left_out)}"
     )
-    return dg.Output(
-        students,
-        metadata={
-            "rows": len(students),
-            "rows_read": len(student_rows),
-            **_counts(selection.left_out, rules.STUDENT_LEFT_OUT),
-        },
-    )
+    metadata = {
+        "rows": len(students),
+        "rows_read": len(student_rows),
+        **_counts(selection.left_out, rules.STUDENT_LEFT_OUT),
+    }
+    return students, metadata
 
 
 class ZipConfig(dg.Config):
@@ -90,6 +99,18 @@ class ZipConfig(dg.Config):
         le=1,
         description="The largest drop from the last load that uploads without override.",
     )
+    allow_departures: bool = Field(
+        default=False,
+        description="Upload even if more than max_departed_share of the last load's patrons departed. "
+        "A deliberate one-run override, logged: check the people really left first.",
+    )
+    max_departed_share: float = Field(
+        default=changes.MAX_DEPARTED_SHARE,
+        ge=0,
+        le=1,
+        description="The largest share of the last load's patrons absent from this one that uploads "
+        "without override (a view pointed at other people keeps the count, not the people).",
+    )
     max_invalid_share: float = Field(
         default=checks.MAX_INVALID_SHARE,
         ge=0,
@@ -100,7 +121,14 @@ class ZipConfig(dg.Config):
 
 
 def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheckSpec]:
-    names = [checks.SCHEMA, checks.SHRINK, checks.LIMITS, checks.UNKNOWN_DEPARTMENTS, checks.REPAIRS]
+    names = [
+        checks.SCHEMA,
+        checks.SHRINK,
+        checks.DEPARTURES,
+        checks.LIMITS,
+        checks.UNKNOWN_DEPARTMENTS,
+        checks.REPAIRS,
+    ]
     if patron_type is STUDENT:
         names.append(checks.USER_GROUPS)
     return [
@@ -129,6 +157,8 @@ CHECK_DESCRIPTIONS = {
     "in the run report; more than max_invalid_share blocks the upload.",
     checks.SHRINK: "The patron count did not drop more than max_drop_share from the last load. "
     "Blocks the upload.",
+    checks.DEPARTURES: "No more than max_departed_share of the last load's patrons absent from this one "
+    "(by primary id). Blocks the upload.",
     checks.LIMITS: "Alma's limits: 4 GB a zip, 50 XML files a zip, 20 zips a load. Blocks the upload.",
     checks.UNKNOWN_DEPARTMENTS: "Department codes the institution's table does not know (warning).",
     checks.REPAIRS: "Values repaired on the way: control characters, non-text values, cut lengths (warning).",
@@ -145,13 +175,7 @@ def staff_zip(
     institution: InstitutionData,
 ):
     """The staff zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
-    selection = rules.select_patrons(
-        frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
-    )
-    staff = frames.records(staff_rows, keep=selection.kept)  # the kept rows, without a copy
-    yield from _publish(
-        context, config, STAFF, staff, len(selection.kept), selection.left_out, bucket, institution
-    )
+    yield from _publish(context, config, LoadInput.staff(staff_rows), bucket, institution)
 
 
 @dg.asset(
@@ -168,31 +192,47 @@ def student_zip(
     institution: InstitutionData,
 ):
     """The student zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
-    staff = rules.select_patrons(
-        frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
-    )
-    staff_identifiers = rules.claimed_identifiers(frames.records(staff_rows, keep=staff.kept))
-    students = frames.records(deduplicated_students)
     yield from _publish(
-        context,
-        config,
-        STUDENT,
-        students,
-        len(deduplicated_students),
-        Counter(),
-        bucket,
-        institution,
-        staff_identifiers,
+        context, config, LoadInput.students(deduplicated_students, staff_rows), bucket, institution
+    )
+
+
+@dataclass
+class LoadInput:
+    """One type's selected rows, as its zip asset (or the preview) builds them."""
+
+    patron_type: PatronType
+    rows: Iterable[dict]
+    patrons: int
+    left_out: Counter
+    taken_identifiers: Set[str] = frozenset()  # the other file's (staff's, for students)
+
+    @classmethod
+    def staff(cls, staff_rows: pd.DataFrame) -> "LoadInput":
+        selection = _select_staff(staff_rows)
+        staff = frames.records(staff_rows, keep=selection.kept)  # the kept rows, without a copy
+        return cls(STAFF, staff, len(selection.kept), selection.left_out)
+
+    @classmethod
+    def students(cls, deduplicated_students: pd.DataFrame, staff_rows: pd.DataFrame) -> "LoadInput":
+        staff = frames.records(staff_rows, keep=_select_staff(staff_rows).kept)
+        students = frames.records(deduplicated_students)
+        return cls(STUDENT, students, len(deduplicated_students), Counter(), rules.claimed_identifiers(staff))
+
+
+def _select_staff(staff_rows: pd.DataFrame) -> rules.Selection:
+    return rules.select_patrons(
+        frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
     )
 
 
 def _previous_patrons(
-    context: dg.AssetExecutionContext, bucket: Bucket, patron_type: PatronType
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, bucket: Bucket, patron_type: PatronType
 ) -> tuple[int | None, str]:
     """The patron count of this type's last successful load, and where it was found: this
     instance's last materialization, else the count recorded in the newest zips in the bucket
     (so a new or wiped instance still compares with what Alma last received)."""
-    event = context.instance.get_latest_materialization_event(context.asset_key)
+    event = instance.get_latest_materialization_event(asset_key)
     entry = (
         event.asset_materialization.metadata.get("patrons") if event and event.asset_materialization else None
     )
@@ -205,34 +245,130 @@ def _previous_patrons(
     return None, "none"
 
 
+def _baseline(
+    instance: dg.DagsterInstance, log, bucket: Bucket, patron_type: PatronType, scratch: Path
+) -> tuple[changes.Baseline | None, str]:
+    """The last successful load of the type to compare with, and where it was found: this
+    instance's baseline, unless the bucket holds a newer load (another instance's) or this instance
+    has none (new, or wiped): then the bucket's newest zips, read back (docs/patron-rules.md §11)."""
+    stored = changes.read_baseline(storage.baseline_path(instance, patron_type.name))
+    existing = bucket.list_keys()
+    newest = newest_load_time(existing, bucket.prefix, patron_type.name)
+    if stored is not None and (newest is None or stored.load_time >= newest):
+        return stored, f"this instance's last load ({stored.load_time:%Y-%m-%d %H:%M:%S} UTC)"
+    keys = latest_set(existing, bucket.prefix, patron_type.name)
+    if not keys:
+        return None, "none"
+    fingerprints = changes.Fingerprints()
+    try:
+        for number, key in enumerate(keys):
+            path = scratch / f"previous-{number}.zip"
+            bucket.download(key, path)
+            with zipfile.ZipFile(path) as archive:
+                for name in sorted(name for name in archive.namelist() if name.endswith(".xml")):
+                    for key_element, digests in changes.fingerprints_of_document(archive.read(name)):
+                        fingerprints.add(key_element, digests)
+            path.unlink()
+    except (OSError, zipfile.BadZipFile) as error:
+        log.warning(f"the bucket's newest {patron_type.name} zips could not be read back ({error}): "
+                    "nothing to compare with")  # fmt: skip
+        return None, f"none (the bucket's newest {patron_type.name} zips could not be read)"
+    log.info(f"compared with the bucket's newest {patron_type.name} zips: {', '.join(keys)}")
+    return changes.Baseline(fingerprints, newest, keys), f"the bucket's newest {patron_type.name} zips"
+
+
+@dataclass
+class Prepared:
+    """A type's zips built and checked, and how they compare with the last load: not yet sent."""
+
+    patron_type: PatronType
+    outcomes: list[checks.Outcome]  # every check's outcome, blocking ones first
+    result: BuildResult | None = None  # None: refused before anything was written
+    screening: checks.Screening | None = None
+    comparison: changes.Comparison | None = None
+    fingerprints: changes.Fingerprints = field(default_factory=changes.Fingerprints)
+
+    @property
+    def blocked(self) -> list[checks.Outcome]:
+        return [outcome for outcome in self.outcomes if outcome.blocking and not outcome.passed]
+
+    def describe_blocked(self) -> str:
+        return "; ".join(f"{outcome.name} check failed: {outcome.description}" for outcome in self.blocked)
+
+
+def prepare(
+    context: dg.OpExecutionContext,
+    asset_key: dg.AssetKey,
+    config: ZipConfig,
+    load: LoadInput,
+    bucket: Bucket,
+    institution: InstitutionData,
+    moment: dt.datetime,
+    scratch: Path,
+) -> Prepared:
+    """Build a type's zips in ``scratch``, check them and compare them with the last load, as
+    the zip asset does before it uploads and the preview does instead of uploading. The report
+    files (users left out, changes) are written for the run report."""
+    patron_type, limits = load.patron_type, institution.limits()
+    try:
+        result = build_zips(
+            load.rows,
+            load.patrons,
+            patron_type,
+            institution.load(),
+            moment,
+            scratch,
+            limits,
+            load.taken_identifiers,
+        )
+    except PackagingError as refusal:
+        return Prepared(patron_type, [checks.check_limits([], limits, refused=str(refusal))])
+    screening = checks.screen_users(
+        result.zips,
+        checks.user_schemas(institution.alma_user_xsd),
+        load.taken_identifiers,
+        config.max_invalid_share,
+    )
+    fingerprints = result.fingerprints.without(screening.left_out_indices)
+    baseline, previous_from = _baseline(context.instance, context.log, bucket, patron_type, scratch)
+    comparison = changes.compare(baseline.fingerprints if baseline else None, fingerprints, previous_from)
+    context.log.info(f"{patron_type.name}: {comparison.describe()}")
+    loaded = sum(packaged.patrons for packaged in screening.zips)
+    outcomes = [
+        checks.check_limits(screening.zips, limits),
+        screening.outcome,
+        checks.check_shrink(
+            patron_type.name,
+            loaded,
+            *_previous_patrons(context.instance, asset_key, bucket, patron_type),
+            config.max_drop_share,
+            config.allow_shrink,
+        ),
+        checks.check_departures(
+            patron_type.name, comparison, config.max_departed_share, config.allow_departures
+        ),
+        *checks.informational(patron_type.name, result.counts, result.unknown_departments),
+    ]
+    prepared = Prepared(patron_type, outcomes, result, screening, comparison, fingerprints)
+    _write_report_files(context, prepared)
+    return prepared
+
+
 def _publish(
     context: dg.AssetExecutionContext,
     config: ZipConfig,
-    patron_type: PatronType,
-    rows: Iterable[dict],
-    patrons: int,
-    left_out: Counter,
+    load: LoadInput,
     bucket: Bucket,
     institution: InstitutionData,
-    taken_identifiers: Set[str] = frozenset(),
 ):
-    """Build a type's zips, check them, upload them, then (and only then) remove older zips."""
+    """Build a type's zips, check them, upload them, then (and only then) remove older zips and
+    keep the load as the next one's baseline."""
+    patron_type = load.patron_type
     moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
     scratch = storage.scratch_folder(context.instance, context.run.run_id, patron_type.name)
     try:
-        result, screening, outcomes = _build_and_check(
-            context,
-            config,
-            patron_type,
-            rows,
-            patrons,
-            bucket,
-            institution,
-            taken_identifiers,
-            moment,
-            scratch,
-        )
-        for outcome in outcomes:
+        prepared = prepare(context, context.asset_key, config, load, bucket, institution, moment, scratch)
+        for outcome in prepared.outcomes:
             yield dg.AssetCheckResult(
                 check_name=outcome.name,
                 passed=outcome.passed,
@@ -240,17 +376,18 @@ def _publish(
                 description=outcome.description,
                 metadata=outcome.metadata,
             )
-        if screening is not None and screening.left_out:
-            _report_invalid_users(context, patron_type, screening)
-        blocked = [outcome for outcome in outcomes if outcome.blocking and not outcome.passed]
-        if blocked:
-            reasons = "; ".join(f"{outcome.name} check failed: {outcome.description}" for outcome in blocked)
+        if prepared.blocked:
+            reasons = prepared.describe_blocked()
             context.log.error(f"{patron_type.name} zip not uploaded, the previous one stays: {reasons}")
             raise dg.Failure(description=f"{patron_type.name} zip held back: {reasons}")
-        if config.allow_shrink:
-            [shrink] = [outcome for outcome in outcomes if outcome.name == checks.SHRINK]
-            context.log.warning(f"allow_shrink set for this run: {shrink.description}")
-        zips = screening.zips
+        for name, allowed in (
+            (checks.SHRINK, config.allow_shrink),
+            (checks.DEPARTURES, config.allow_departures),
+        ):
+            if allowed:
+                [outcome] = [outcome for outcome in prepared.outcomes if outcome.name == name]
+                context.log.warning(f"allow_{name} set for this run: {outcome.description}")
+        zips = prepared.screening.zips
         keys = []
         for packaged in zips:
             key = object_key(bucket.prefix, packaged.name)
@@ -274,16 +411,11 @@ def _publish(
         context.log.warning(
             f"a newer {patron_type.name} load ({', '.join(newer)}) is in the bucket: removed this run's zips"
         )
-    elif stale:
-        context.log.info(f"removed {len(stale)} older {patron_type.name} zip(s): {', '.join(stale)}")
-    loaded = sum(packaged.patrons for packaged in zips)
-    invalid = Counter({checks.LEFT_OUT_INVALID: len(screening.left_out)}) if screening.left_out else Counter()
-    counts = left_out + result.counts + invalid
-    unknown = sorted(result.unknown_departments)
-    context.log.info(
-        f"{loaded} {patron_type.name} patrons; left out: {_describe(left_out + invalid)}; "
-        f"other counts: {_describe(result.counts)}; unknown department codes: {', '.join(unknown) or 'none'}"
-    )
+    else:
+        if stale:
+            context.log.info(f"removed {len(stale)} older {patron_type.name} zip(s): {', '.join(stale)}")
+        baseline = changes.Baseline(prepared.fingerprints, moment, keys)
+        changes.write_baseline(storage.baseline_path(context.instance, patron_type.name), baseline)
     yield dg.MaterializeResult(
         metadata={
             "keys": keys,
@@ -292,65 +424,66 @@ def _publish(
             "zip_bytes": sum(sizes),
             "zips": len(keys),
             "xml_files": sum(len(packaged.xml_files) for packaged in zips),
-            "patrons": loaded,
-            **_counts(
-                counts, (*(rules.STAFF_LEFT_OUT if patron_type is STAFF else ()), checks.LEFT_OUT_INVALID)
-            ),
-            "unknown_department_codes": unknown,
-            "unknown_department_rows": sum(result.unknown_departments.values()),
+            **load_metadata(context.log, load, prepared),
             "stale_zips_removed": [] if newer else stale,
             "superseded_by": newer,
         }
     )
 
 
-def _build_and_check(
-    context, config, patron_type, rows, patrons, bucket, institution, taken_identifiers, moment, scratch
-):
-    """The type's zips in ``scratch``, and every check's outcome (blocking ones first)."""
-    limits = institution.limits()
-    try:
-        result = build_zips(
-            rows, patrons, patron_type, institution.load(), moment, scratch, limits, taken_identifiers
-        )
-    except PackagingError as refusal:
-        return None, None, [checks.check_limits([], limits, refused=str(refusal))]
-    screening = checks.screen_users(
-        result.zips,
-        checks.user_schemas(institution.alma_user_xsd),
-        taken_identifiers,
-        config.max_invalid_share,
+def load_metadata(log, load: LoadInput, prepared: Prepared) -> dict:
+    """What a type's load counted (patrons, left out and repaired by reason, unknown codes, changes
+    since the last load), logged in one line and returned as metadata."""
+    patron_type, result, screening = load.patron_type, prepared.result, prepared.screening
+    left_out = screening.left_out if screening else []
+    loaded = sum(packaged.patrons for packaged in screening.zips) if screening else 0
+    invalid = Counter({checks.LEFT_OUT_INVALID: len(left_out)}) if left_out else Counter()
+    other = result.counts if result else Counter()
+    unknown = sorted(result.unknown_departments) if result else []
+    log.info(
+        f"{loaded} {patron_type.name} patrons; left out: {_describe(load.left_out + invalid)}; "
+        f"other counts: {_describe(other)}; unknown department codes: {', '.join(unknown) or 'none'}"
     )
-    loaded = sum(packaged.patrons for packaged in screening.zips)
-    outcomes = [
-        checks.check_limits(screening.zips, limits),
-        screening.outcome,
-        checks.check_shrink(
-            patron_type.name,
-            loaded,
-            *_previous_patrons(context, bucket, patron_type),
-            config.max_drop_share,
-            config.allow_shrink,
+    return {
+        "patrons": loaded,
+        **_counts(
+            load.left_out + other + invalid,
+            (*(rules.STAFF_LEFT_OUT if patron_type is STAFF else ()), checks.LEFT_OUT_INVALID),
         ),
-        *checks.informational(patron_type.name, result.counts, result.unknown_departments),
-    ]
-    return result, screening, outcomes
+        "unknown_department_codes": unknown,
+        "unknown_department_rows": sum(result.unknown_departments.values()) if result else 0,
+        **(prepared.comparison.metadata() if prepared.comparison else {}),
+        "previous_load": prepared.comparison.previous_from if prepared.comparison else "none",
+    }
 
 
-def _report_invalid_users(context: dg.AssetExecutionContext, patron_type: PatronType, screening) -> None:
-    """Invalid users by primary id, for the run report only: metadata and logs keep counts."""
-    invalid = screening.left_out
-    storage.write_report_file(
-        context.instance,
-        context.run.run_id,
-        f"{patron_type.name}_invalid_users.csv",
-        ("primary_id", "xml_file", "position", "reasons"),
-        ((user.primary_id, user.xml_file, user.position, " | ".join(user.reasons)) for user in invalid),
-    )
-    what = "left out of the file" if screening.outcome.passed else "found; the type is held back"
-    context.log.warning(
-        f"{len(invalid)} invalid {patron_type.name} user(s) {what}; the run report names them"
-    )
+def _write_report_files(context: dg.OpExecutionContext, prepared: Prepared) -> None:
+    """The patrons the run report lists by primary id: metadata and logs keep counts only."""
+    name, screening, comparison = prepared.patron_type.name, prepared.screening, prepared.comparison
+    if screening is not None and screening.left_out:
+        invalid = screening.left_out
+        storage.write_report_file(
+            context.instance,
+            context.run.run_id,
+            f"{name}_invalid_users.csv",
+            ("primary_id", "xml_file", "position", "reasons"),
+            ((user.primary_id, user.xml_file, user.position, " | ".join(user.reasons)) for user in invalid),
+        )
+        what = "left out of the file" if screening.outcome.passed else "found; the type is held back"
+        context.log.warning(f"{len(invalid)} invalid {name} user(s) {what}; the run report names them")
+    if comparison is not None and comparison.previous is not None:
+        storage.write_report_file(
+            context.instance,
+            context.run.run_id,
+            f"{name}_changes.csv",
+            ("primary_id", "change", "groups"),
+            comparison.changes.itertuples(index=False),
+        )
+
+
+def _output(frame_and_metadata: tuple[pd.DataFrame, dict]) -> dg.Output[pd.DataFrame]:
+    frame, metadata = frame_and_metadata
+    return dg.Output(frame, metadata=metadata)
 
 
 def _counts(counter: Counter, always: tuple[str, ...] = ()) -> dict[str, int]:

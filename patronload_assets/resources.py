@@ -220,6 +220,10 @@ class Bucket(dg.ConfigurableResource):
         """The last ``size`` bytes of an object (a zip's comment is at its very end)."""
         raise NotImplementedError
 
+    def download(self, key: str, path: Path) -> None:
+        """The object at ``key`` into the file ``path``."""
+        raise NotImplementedError
+
 
 class LocalBucket(Bucket):
     """A folder standing in for the bucket."""
@@ -264,6 +268,9 @@ class LocalBucket(Bucket):
         with open(self._path(key), "rb") as stored:
             stored.seek(max(0, stored.seek(0, os.SEEK_END) - size))
             return stored.read()
+
+    def download(self, key: str, path: Path) -> None:
+        shutil.copyfile(self._path(key), path)
 
 
 class S3Bucket(Bucket):
@@ -315,6 +322,9 @@ class S3Bucket(Bucket):
     def tail(self, key: str, size: int = 1024) -> bytes:
         response = self._get_client().get_object(Bucket=self.bucket, Key=key, Range=f"bytes=-{size}")
         return response["Body"].read()
+
+    def download(self, key: str, path: Path) -> None:
+        self._get_client().download_file(self.bucket, key, str(path))  # in parts, to disk
 
 
 # -- Institution --------------------------------------------------------------------------------

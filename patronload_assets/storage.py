@@ -2,8 +2,10 @@
 
 - ``patronload_scratch/{run_id}-{type}``: a zip step's build folder, removed when the step ends; a
   folder left by a crashed run (its process gone, or its run finished) is removed by the next step.
-- ``patronload_reports/{run_id}``: what the run report attaches (the users left out by primary id),
-  read by the report sensors.
+- ``patronload_reports/{run_id}``: what the run report attaches (the users left out, new, departed
+  and changed, by primary id), read by the report sensors.
+- ``patronload_baselines/{type}.arrow``: the last successful load of a type, by primary id and
+  digests of its field groups (docs/patron-rules.md §11), which the next load compares with.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
-SCRATCH, REPORTS = "patronload_scratch", "patronload_reports"
+SCRATCH, REPORTS, BASELINES = "patronload_scratch", "patronload_reports", "patronload_baselines"
 OWNER_FILE = ".owner"
 
 
@@ -30,6 +32,11 @@ def private_folder(instance: dg.DagsterInstance, *parts: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)
     return folder
+
+
+def baseline_path(instance: dg.DagsterInstance, patron_type: str) -> Path:
+    """Where the last successful load of a type is kept for the next one to compare with."""
+    return private_folder(instance, BASELINES) / f"{patron_type}.arrow"
 
 
 def scratch_folder(instance: dg.DagsterInstance, run_id: str, name: str) -> Path:

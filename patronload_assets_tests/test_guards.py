@@ -186,8 +186,19 @@ def test_a_staff_extract_cut_to_a_tenth_is_held_back(tmp_path):
         assert [e.step_key for e in failures] == ["staff_zip"]
         assert "shrink check failed" in str(failures[0].step_failure_data.error)
 
-        # A deliberate one-run override uploads the smaller load.
-        override = {"ops": {"staff_zip": {"config": {"allow_shrink": True}}}}
+        # Nine in ten of the last load's staff are gone: the departures guard holds it back too, and
+        # overriding one guard is not enough.
+        departures = next(
+            c for c in result.get_asset_check_evaluations()
+            if c.check_name == "departures" and c.asset_key.path == ["staff_zip"]
+        )  # fmt: skip
+        assert not departures.passed
+        shrink_only = {"ops": {"staff_zip": {"config": {"allow_shrink": True}}}}
+        assert not load(warehouse, tmp_path / "bucket", instance, run_config=shrink_only).success
+        assert [path.read_bytes() for path in (tmp_path / "bucket" / "alma").glob("staff_*.zip")] == [before]
+
+        # A deliberate one-run override of both uploads the smaller load.
+        override = {"ops": {"staff_zip": {"config": {"allow_shrink": True, "allow_departures": True}}}}
         assert load(warehouse, tmp_path / "bucket", instance, run_config=override).success
         [replaced] = (tmp_path / "bucket" / "alma").glob("staff_*.zip")
         assert replaced.read_bytes() != before

@@ -20,11 +20,14 @@ record's values, an order of magnitude faster.
 from __future__ import annotations
 
 import re
+import zlib
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
 import xmltodict
+
+from .changes import GROUPS, Fingerprints, group_of
 
 XML_DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
 USERS_OPEN, USERS_CLOSE = "<users>\n", "</users>\n"
@@ -94,7 +97,7 @@ class TemplateError(ValueError):
 
 
 # Compiled nodes: plain tuples, the first item says which kind, for a quick render loop.
-_STATIC, _SLOT, _GUARDED, _LIST = range(4)
+_STATIC, _SLOT, _GUARDED, _LIST, _GROUP = range(5)
 
 
 class UserTemplate:
@@ -110,7 +113,7 @@ class UserTemplate:
         self.source = source
         self.fields: set[str] = set()
         self._limits: list[int] = []
-        nodes = _merge(self._element("user", document["user"], in_segment=False))
+        nodes = _merge(self._element("user", document["user"], in_segment=False, parent=""))
         # A record whose values together are no longer than the shortest limit has none to cut.
         self._render = _compile(nodes, source, shortest=min(self._limits, default=1 << 30))
 
@@ -120,8 +123,14 @@ class UserTemplate:
 
     # -- compiling --------------------------------------------------------------------------
 
-    def _element(self, name: str, content: object, *, in_segment: bool) -> list:
-        """Nodes for one element (content as xmltodict gives it)."""
+    def _element(self, name: str, content: object, *, in_segment: bool, parent: str) -> list:
+        """Nodes for one element (content as xmltodict gives it); a field group's element, or the
+        primary id, marked so the render digests what it wrote (docs/patron-rules.md §11)."""
+        nodes = self._element_nodes(name, content, in_segment=in_segment)
+        group = group_of(parent, name)
+        return nodes if group is None else [(_GROUP, group, _merge(nodes))]
+
+    def _element_nodes(self, name: str, content: object, *, in_segment: bool) -> list:
         attributes: list[tuple[str, str]] = []
         children: list[tuple[str, object]] = []
         text = ""
@@ -148,13 +157,15 @@ class UserTemplate:
             nodes += self._text(value, ATTRIBUTE_MAX_LENGTH, _ATTRIBUTE_SPECIAL)
             nodes.append('"')
         if name in LIST_ELEMENTS:
-            segments = [[_guard(self._element(child, item, in_segment=True))] for child, item in children]
+            segments = [
+                [_guard(self._element(child, item, in_segment=True, parent=name))] for child, item in children
+            ]
             return [(_LIST, _merge(nodes), name, segments)]
         nodes.append(">")
         text_nodes: list = []
         if children:
             for child, item in children:
-                nodes += self._element(child, item, in_segment=in_segment)
+                nodes += self._element(child, item, in_segment=in_segment, parent=name)
         else:
             text_nodes = self._text(text, MAX_LENGTH.get(name, DEFAULT_MAX_LENGTH), _TEXT_SPECIAL)
         nodes += text_nodes
@@ -186,9 +197,12 @@ class UserTemplate:
 
     # -- rendering --------------------------------------------------------------------------
 
-    def render(self, fields: Mapping[str, str | None], repairs: Counter) -> bytes:
-        """One ``<user>`` element for ``fields``, UTF-8; cut values are counted in ``repairs``."""
-        return self._render(fields, repairs)
+    def render(
+        self, fields: Mapping[str, str | None], repairs: Counter, fingerprints: Fingerprints | None = None
+    ) -> bytes:
+        """One ``<user>`` element for ``fields``, UTF-8; cut values are counted in ``repairs``, the
+        user's primary id and group digests added to ``fingerprints``."""
+        return self._render(fields, repairs, Fingerprints() if fingerprints is None else fingerprints)
 
 
 def _slot_names(nodes: list) -> tuple[str, ...]:
@@ -202,14 +216,21 @@ def _guard(nodes: list, *, non_empty: tuple[str, ...] = ()) -> tuple:
 
 
 def _merge(nodes: list) -> list:
-    """Join neighbouring static strings, so rendering appends as few pieces as possible."""
+    """Join neighbouring static strings, so rendering appends as few pieces as possible, and
+    neighbouring elements of one field group, so it digests them in one go."""
     merged: list = []
     for node in nodes:
         if type(node) is str and merged and type(merged[-1]) is str:
             merged[-1] += node
+        elif _is_group(node) and merged and _is_group(merged[-1]) and merged[-1][1] == node[1] >= 0:
+            merged[-1] = (_GROUP, node[1], _merge([*merged[-1][2], *node[2]]))
         else:
             merged.append(node)
     return merged
+
+
+def _is_group(node) -> bool:
+    return type(node) is tuple and node[0] == _GROUP
 
 
 def _generate(nodes: list, lines: list[str], depth: int, marks: list[int], careful: bool) -> None:
@@ -250,6 +271,18 @@ def _generate(nodes: list, lines: list[str], depth: int, marks: list[int], caref
     for node in nodes:
         if type(node) is str or node[0] == _SLOT:
             piece(node)
+        elif node[0] == _GROUP:  # the element's bytes, as written, into its group's digest
+            flush()
+            _, group, inner = node
+            start = f"s{len(marks)}"
+            marks.append(0)
+            lines.append(f"{pad}{start} = len(o)")
+            _generate(inner, lines, depth, marks, careful)
+            flush()
+            written = f"b''.join(o[{start}:])"
+            lines.append(
+                f"{pad}key = {written}" if group < 0 else f"{pad}g[{group}] = crc({written}, g[{group}])"
+            )
         elif node[0] == _GUARDED:
             flush()
             _, names, non_empty, inner = node
@@ -280,17 +313,18 @@ def _compile(nodes: list, source: str, shortest: int):
     a careful one for the rest."""
     lines = []
     for name, careful in (("careful", True), ("fast", False)):
-        lines += [f"def {name}(f, r):", "    o = []"]
+        lines += [f"def {name}(f, r, k):", "    o = []", f"    g = {[0] * len(GROUPS)!r}", "    key = b''"]
         _generate(nodes, lines, 1, [], careful)
-        lines.append("    return b''.join(o)")
+        lines += ["    k.add(key, g)", "    return b''.join(o)"]
     lines += [
-        "def render(f, r):",
+        "def render(f, r, k):",
         "    text = ''.join(filter(None, f.values()))",
         f"    if len(text) <= {shortest} and attribute_special(text) is None:",
-        "        return fast(f, r)",
-        "    return careful(f, r)",
+        "        return fast(f, r, k)",
+        "    return careful(f, r, k)",
     ]
     namespace = {
+        "crc": zlib.crc32,
         "text_special": _TEXT_SPECIAL.search,
         "attribute_special": _ATTRIBUTE_SPECIAL.search,
         "fix_text": lambda value, limit, repairs: _fix(value, limit, _TEXT_SPECIAL, repairs),

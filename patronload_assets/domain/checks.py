@@ -1,6 +1,6 @@
 """Checks of a built load, run before anything of a type is uploaded (docs/patron-rules.md §9).
 
-Blocking checks (schema, shrink, limits) keep a type's zips out of the bucket when they fail;
+Blocking checks (schema, shrink, departures, limits) keep a type's zips out of the bucket when they fail;
 informational ones (unknown departments, user groups, repairs) only warn. Problems are reported
 as counts by kind and user positions, never patron data.
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import alma_xml, rules, values
+from . import alma_xml, changes, rules, values
 from .packaging import AlmaLimits, PackagedZip, rewrite_without
 
-SCHEMA, SHRINK, LIMITS = "schema", "shrink", "limits"
+SCHEMA, SHRINK, DEPARTURES, LIMITS = "schema", "shrink", "departures", "limits"
 UNKNOWN_DEPARTMENTS, USER_GROUPS, REPAIRS = "unknown_departments", "user_groups", "repairs"
-BLOCKING = (SCHEMA, SHRINK, LIMITS)
+BLOCKING = (SCHEMA, SHRINK, DEPARTURES, LIMITS)
 
 EXAMPLES = 10
 
@@ -116,6 +116,11 @@ class Inspection:
     file_problems: list[str] = field(default_factory=list)  # a file that is not a users document
     identifiers: set[str] = field(default_factory=set)
     primary_ids: set[str] = field(default_factory=set)
+    first_index: dict[str, int] = field(default_factory=dict)  # XML file -> index of its first user
+
+    def index(self, user: InvalidUser) -> int:
+        """A user's 0-based index among all the type's users, in the order they were written."""
+        return self.first_index[user.xml_file] + user.position - 1
 
     def reasons(self) -> Counter:
         return Counter(reason for user in self.invalid for reason in user.reasons)
@@ -275,6 +280,7 @@ def inspect_users(
     inspection = Inspection(validated={schema.name: 0 for schema in schemas})
     for packaged in zips:
         for name in packaged.xml_files:
+            inspection.first_index[name] = inspection.users
             validated = dict(inspection.validated)
             try:
                 found = _read_in_chunks(packaged, name, schemas, taken_identifiers, inspection)
@@ -411,6 +417,7 @@ class Screening:
     outcome: Outcome
     zips: list[PackagedZip]
     left_out: list[InvalidUser]
+    left_out_indices: frozenset[int] = frozenset()  # of the left-out users, in write order
 
 
 MAX_INVALID_SHARE = 0.001  # more invalid users than this share of a type is a systemic fault
@@ -441,6 +448,7 @@ def screen_users(
         outcome.description += f". Held back: {systemic} is a fault of the whole load, not of a few records"
         return Screening(outcome, zips, invalid)
     kept = rewrite_without(zips, {(user.xml_file, user.position) for user in invalid})
+    indices = frozenset(inspection.index(user) for user in invalid)
     final, _ = check_schema(kept, schemas, taken_identifiers)
     reasons = inspection.reasons()
     final.metadata.update(
@@ -454,7 +462,7 @@ def screen_users(
         )
     else:
         final.description = f"still invalid after leaving out {len(invalid)} user(s): {final.description}"
-    return Screening(final, kept, invalid)
+    return Screening(final, kept, invalid, indices)
 
 
 # -- shrink -------------------------------------------------------------------------------------
@@ -490,6 +498,41 @@ def check_shrink(
         False,
         f"{drop} (more than {max_drop_share:.0%}): held back. If the drop is real, "
         "run again with allow_shrink: true in this asset's config",
+        metadata,
+    )
+
+
+# -- departures ---------------------------------------------------------------------------------
+
+
+def check_departures(
+    patron_type: str, comparison: changes.Comparison, max_departed_share: float, override: bool
+) -> Outcome:
+    """Hold back a load in which more than ``max_departed_share`` of the last load's patrons are
+    gone: a view pointed at the wrong people keeps the count (the shrink check) but not the people."""
+    departed, previous = comparison.counts[changes.DEPARTED], comparison.previous
+    metadata = {
+        "patrons_departed": departed,
+        "previous_patrons": previous if previous is not None else "none",
+        "previous_from": comparison.previous_from,
+        "max_departed_share": max_departed_share,
+        "override": override,
+    }
+    if not previous:
+        return Outcome(DEPARTURES, True, comparison.describe(), metadata)
+    share = comparison.departed_share()
+    summary = f"{departed} of the last load's {previous} {patron_type} patrons departed ({share:.0%})"
+    if share <= max_departed_share:
+        return Outcome(DEPARTURES, True, summary, metadata)
+    if override:
+        return Outcome(
+            DEPARTURES, True, f"{summary}; allowed once by the run's config (allow_departures)", metadata
+        )
+    return Outcome(
+        DEPARTURES,
+        False,
+        f"{summary}, more than {max_departed_share:.0%}: held back. If they really left, run again with "
+        "allow_departures: true in this asset's config",
         metadata,
     )
 

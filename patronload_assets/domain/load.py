@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import rules
 from .alma_xml import UserTemplate
+from .changes import Fingerprints
 from .departments import load_department_table
 from .packaging import AlmaLimits, PackagedZip, write_zips
 
@@ -68,6 +69,7 @@ class BuildResult:
     patrons: int
     counts: Counter = field(default_factory=Counter)
     unknown_departments: Counter = field(default_factory=Counter)
+    fingerprints: Fingerprints = field(default_factory=Fingerprints)  # every user, in write order
 
 
 def build_zips(
@@ -87,9 +89,12 @@ def build_zips(
     """
     context = institution.run_context(moment.astimezone(dt.UTC).date())
     template = institution.templates[patron_type.name]
+    fingerprints = Fingerprints()
     users = (
-        template.render(fields, context.counts)
+        template.render(fields, context.counts, fingerprints)
         for fields in rules.patron_fields(rows, patron_type.fields_of, context, taken_identifiers)
     )
     zips = write_zips(users, patrons, patron_type.name, moment, directory, limits)
-    return BuildResult(patron_type.name, zips, patrons, context.counts, context.unknown_departments)
+    return BuildResult(
+        patron_type.name, zips, patrons, context.counts, context.unknown_departments, fingerprints
+    )

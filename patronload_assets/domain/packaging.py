@@ -230,10 +230,8 @@ def newer_keys(existing: Iterable[str], prefix: str, patron_type: str, uploaded:
 
 
 def rewrite_without(zips: list[PackagedZip], left_out: Set[tuple[str, int]]) -> list[PackagedZip]:
-    """The zips again, without the users at ``left_out`` ((XML file, 1-based position) pairs):
-    each affected file parsed (streamed) and its other users written back as they were parsed."""
-    from lxml import etree
-
+    """The zips again, without the users at ``left_out`` ((XML file, 1-based position) pairs); the
+    other users are written back byte for byte (as the writer wrote them, so their digests hold)."""
     rewritten = []
     for packaged in zips:
         if not any(name == xml_file for xml_file, _ in left_out for name in packaged.xml_files):
@@ -246,22 +244,40 @@ def rewrite_without(zips: list[PackagedZip], left_out: Set[tuple[str, int]]) -> 
             zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as target,
         ):
             for name in packaged.xml_files:
-                with source.open(name) as stream, target.open(name, "w", force_zip64=True) as entry:
+                with target.open(name, "w", force_zip64=True) as entry:
                     _use_fast_deflate(entry)
                     entry.write((XML_DECLARATION + USERS_OPEN).encode("utf-8"))
-                    parsing = etree.iterparse(stream, events=("end",), tag="user", huge_tree=True)
-                    for position, (_, user) in enumerate(parsing, start=1):
+                    for position, user in enumerate(_users_of(source, name), start=1):
                         if (name, position) not in left_out:
-                            entry.write(etree.tostring(user, encoding="utf-8", with_tail=False) + b"\n")
+                            entry.write(user + b"\n")
                             patrons += 1
-                        user.clear(keep_tail=True)
-                        while user.getprevious() is not None:
-                            del user.getparent()[0]
                     entry.write(USERS_CLOSE.encode("utf-8"))
             target.comment = patron_count_comment(patrons)
         partial.replace(packaged.path)
         rewritten.append(PackagedZip(packaged.path, packaged.name, patrons, packaged.xml_files))
     return rewritten
+
+
+_USER_ELEMENT = re.compile(rb"<user[\s>].*?</user>|<user/>", re.DOTALL)
+
+
+def _users_of(source: zipfile.ZipFile, name: str) -> Iterable[bytes]:
+    """The ``<user>`` elements of an XML file of the zip, in order: their bytes as written, or, in
+    a file with comments, CDATA or processing instructions, as parsed and serialised again."""
+    from lxml import etree
+
+    data = source.read(name)
+    body = data[data.find(b"?>") + 2 :] if data.startswith(b"<?xml") else data
+    if b"<!" not in body and b"<?" not in body:
+        yield from (match.group() for match in _USER_ELEMENT.finditer(body))
+        return
+    with source.open(name) as stream:
+        parsing = etree.iterparse(stream, events=("end",), tag="user", huge_tree=True)
+        for _, user in parsing:
+            yield etree.tostring(user, encoding="utf-8", with_tail=False)
+            user.clear(keep_tail=True)
+            while user.getprevious() is not None:
+                del user.getparent()[0]
 
 
 def object_key(prefix: str, name: str) -> str:
