@@ -4,7 +4,7 @@ import dagster as dg
 
 from . import assets
 from .frames import ArrowFrameIOManager
-from .jobs import patronload_job, warehouse_connection_test
+from .jobs import patronload_job, patronload_preview, warehouse_connection_test
 from .overdue import overdue_report
 from .schedules import daily_patronload
 from .sensors import failure_report, success_report
@@ -20,7 +20,7 @@ executor = dg.multiprocess_executor.configured({"start_method": {"forkserver": {
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets]),
     executor=executor,
-    jobs=[patronload_job, warehouse_connection_test],
+    jobs=[patronload_job, patronload_preview, warehouse_connection_test],
     schedules=[daily_patronload],
     sensors=[success_report, failure_report, overdue_report],
     resources={**resources(), "io_manager": ArrowFrameIOManager()},

@@ -1,13 +1,59 @@
+import datetime as dt
+import shutil
+
 import dagster as dg
 
-from .assets import GROUP
-from .resources import Warehouse
+from . import storage
+from .assets import GROUP, LoadInput, ZipConfig, deduplicate_students, load_metadata, prepare, read_view
+from .domain.load import STAFF, STUDENT
+from .resources import Bucket, InstitutionData, Warehouse
 
 patronload_job = dg.define_asset_job(
     "patronload_job",
     selection=dg.AssetSelection.groups(GROUP),
     description="The whole load: both warehouse views to both zips in the bucket.",
 )
+
+
+@dg.op(
+    description="Reads both views, builds, checks and compares both types exactly as a load would; "
+    "uploads and deletes nothing. Each zip asset gets an observation (not a materialization) of "
+    "what a load now would send, and the run report is a preview."
+)
+def preview_load(
+    context: dg.OpExecutionContext,
+    config: ZipConfig,
+    warehouse: Warehouse,
+    bucket: Bucket,
+    institution: InstitutionData,
+) -> None:
+    staff_rows, _ = read_view(context.log, warehouse, STAFF)
+    student_rows, _ = read_view(context.log, warehouse, STUDENT)
+    students, _ = deduplicate_students(context.log, staff_rows, student_rows)
+    for load in (LoadInput.staff(staff_rows), LoadInput.students(students, staff_rows)):
+        name = load.patron_type.name
+        moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        scratch = storage.scratch_folder(context.instance, context.run.run_id, name)
+        try:
+            asset_key = dg.AssetKey(f"{name}_zip")
+            prepared = prepare(context, asset_key, config, load, bucket, institution, moment, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        held_back = prepared.describe_blocked()
+        if held_back:
+            context.log.warning(f"a load now would hold {name} back: {held_back}")
+        checks = {outcome.name: "passed" if outcome.passed else "failed" for outcome in prepared.outcomes}
+        metadata = {"preview": True, **load_metadata(context.log, load, prepared), "held_back": held_back}
+        context.log_event(dg.AssetObservation(asset_key=asset_key, metadata={**metadata, "checks": checks}))
+
+
+@dg.job(
+    description="A dry run for the start of a term or after a change of the views: what a load now "
+    "would add, depart and change, and whether a guard would hold it back. Nothing is uploaded or "
+    "deleted and no baseline moves. Its config is a zip asset's (allow_departures...)."
+)
+def patronload_preview():
+    preview_load()
 
 
 @dg.op(description="Connects to the warehouse and reads its version; touches nothing else.")

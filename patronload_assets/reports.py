@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,9 @@ from email.utils import formatdate, make_msgid
 # Metadata entries of the zip assets summarised at the top of a report, in this order.
 SUMMARY_COUNTS = ("patrons", "zips", "zip_bytes")
 NOT_LISTED = (*SUMMARY_COUNTS, "rows", "columns", "rows_read", "stored_bytes")
+CHANGE_KINDS = ("new", "departed", "changed", "unchanged")  # patrons_{kind} in a zip asset's metadata
+CHANGE_PREFIXES = ("patrons_", "changed_")  # the "Changes since the last load" section lists these
+ATTACH_PLAIN_BYTES = 2 << 20  # a longer CSV (a term's worth of new students) is attached gzipped
 
 
 @dataclass
@@ -26,12 +30,16 @@ class RunFacts:
     assets: dict[str, Mapping[str, object]] = field(default_factory=dict)  # asset -> metadata
     failed_steps: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    # CSV files the run left for its report (users left out, by primary id): attached, never logged.
+    # CSV files the run left for its report (users left out, changes, by primary id): attached, never logged.
     files: dict[str, str] = field(default_factory=dict)  # name -> text
+    preview: bool = False  # a dry run: what a load would send; nothing was sent
 
 
-def subject(workspace: str, run_date: dt.date, failed: bool = False, overdue: bool = False) -> str:
+def subject(
+    workspace: str, run_date: dt.date, failed: bool = False, overdue: bool = False, preview: bool = False
+) -> str:
     text = f"{workspace.upper()} Patronload file creation {run_date.isoformat()}"
+    text = f"{text} preview" if preview else text
     return f"{text} failed" if failed else f"{text} overdue" if overdue else text
 
 
@@ -51,9 +59,35 @@ def summary_lines(assets: Mapping[str, Mapping[str, object]]) -> list[str]:
         else:
             continue
         for name, value in sorted(metadata.items()):
-            if isinstance(value, int) and name not in NOT_LISTED:
+            if type(value) is int and name not in NOT_LISTED and not name.startswith(CHANGE_PREFIXES):
                 lines.append(f"  {name}: {value}")
     return lines
+
+
+def changes_lines(assets: Mapping[str, Mapping[str, object]], files: Mapping[str, str]) -> list[str]:
+    """Per zip asset: new, departed, changed (by field group) and unchanged patrons since the last
+    load (docs/patron-rules.md §11), and which attachment names them."""
+    lines = []
+    for asset, metadata in sorted(assets.items()):
+        if not asset.endswith("_zip") or "patrons_new" not in metadata:
+            continue
+        previous = metadata.get("previous_load", "none")
+        if str(previous).startswith("none"):
+            lines.append(f"{asset}: no previous load: {metadata['patrons_new']} new")
+            continue
+        counts = ", ".join(f"{metadata.get(f'patrons_{kind}', 0)} {kind}" for kind in CHANGE_KINDS)
+        lines.append(f"{asset}: {counts} (compared with {previous})")
+        groups = [
+            f"{name.removeprefix('changed_')} {value}"
+            for name, value in sorted(metadata.items())
+            if name.startswith("changed_") and value
+        ]
+        if groups:
+            lines.append(f"  changed, by field group: {', '.join(groups)}")
+        csv_name = f"{asset.removesuffix('_zip')}_changes.csv"
+        if csv_name in files:
+            lines.append(f"  by primary id: the attached {_attachment_name(csv_name, files[csv_name])}")
+    return ["Changes since the last load:", *lines, ""] if lines else []
 
 
 def left_out_lines(files: Mapping[str, str], most: int = 50) -> list[str]:
@@ -72,17 +106,31 @@ def left_out_lines(files: Mapping[str, str], most: int = 50) -> list[str]:
     )
 
 
+def preview_lines(assets: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """What a preview found a load now would do: upload each type, or hold it back and why."""
+    lines = ["PREVIEW: nothing was uploaded or deleted. A load now would:"]
+    for asset, metadata in sorted(assets.items()):
+        if asset.endswith("_zip"):
+            held_back = metadata.get("held_back")
+            verdict = f"hold it back: {held_back}" if held_back else "upload it"
+            lines.append(f"  {asset}: {metadata.get('patrons', 0)} patrons; {verdict}")
+    return [*lines, ""]
+
+
 def success_message(facts: RunFacts, workspace: str, sender: str, recipients: Sequence[str]) -> EmailMessage:
     body = [
-        f"Patronload run {facts.run_id} ({facts.job_name}) succeeded.",
+        f"Patronload {'preview ' if facts.preview else ''}run {facts.run_id} ({facts.job_name}) succeeded.",
         "",
+        *(preview_lines(facts.assets) if facts.preview else []),
         *summary_lines(facts.assets),
         "",
+        *changes_lines(facts.assets, facts.files),
         *left_out_lines(facts.files),
         "Log (INFO and above):",
         *facts.log_lines,
     ]
-    return _message(subject(workspace, facts.started.date()), body, sender, recipients, facts.files)
+    subject_text = subject(workspace, facts.started.date(), preview=facts.preview)
+    return _message(subject_text, body, sender, recipients, facts.files)
 
 
 def failure_message(
@@ -100,11 +148,12 @@ def failure_message(
         "",
         *summary_lines(facts.assets),
         "",
+        *changes_lines(facts.assets, facts.files),
         *left_out_lines(facts.files),
         f"Last {last_lines} log lines:",
         *facts.log_lines[-last_lines:],
     ]
-    subject_text = subject(workspace, facts.started.date(), failed=True)
+    subject_text = subject(workspace, facts.started.date(), failed=True, preview=facts.preview)
     return _message(subject_text, body, sender, recipients, facts.files)
 
 
@@ -130,8 +179,18 @@ def _message(
     message["Message-ID"] = make_msgid(domain="patronload")
     message.set_content("\n".join(body) + "\n")
     for name, text in sorted((attachments or {}).items()):
-        message.add_attachment(text.encode("utf-8"), maintype="text", subtype="csv", filename=name)
+        data = text.encode("utf-8")
+        if len(data) > ATTACH_PLAIN_BYTES:
+            message.add_attachment(
+                gzip.compress(data, mtime=0), maintype="application", subtype="gzip", filename=f"{name}.gz"
+            )
+        else:
+            message.add_attachment(data, maintype="text", subtype="csv", filename=name)
     return message
+
+
+def _attachment_name(name: str, text: str) -> str:
+    return f"{name}.gz" if len(text.encode("utf-8")) > ATTACH_PLAIN_BYTES else name
 
 
 def error_lines(error) -> list[str]:

@@ -17,7 +17,7 @@ import dagster as dg
 from dagster._core.event_api import RunStatusChangeRecordsFilter
 
 from . import assets, reports, storage
-from .jobs import patronload_job
+from .jobs import patronload_job, patronload_preview
 from .resources import Mailer
 
 PATRONLOAD_ASSETS = frozenset(
@@ -32,7 +32,7 @@ PENDING_GIVE_UP_ATTEMPTS = 500  # about a day of ticks: then an ERROR that says 
 
 def touches_patronload(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     """Whether the run (planned to) materialise any patronload asset."""
-    if run.job_name == patronload_job.name:
+    if run.job_name in (patronload_job.name, patronload_preview.name):
         return True
     selected = {key.to_user_string() for key in (run.asset_selection or ())}
     if selected & PATRONLOAD_ASSETS:
@@ -49,7 +49,9 @@ def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> reports.RunFa
     """What the run's event log says: INFO+ lines, asset metadata, failed steps and errors."""
     entries = instance.all_logs(run.run_id)
     started = dt.datetime.fromtimestamp(entries[0].timestamp if entries else time.time(), dt.UTC)
-    facts = reports.RunFacts(run.run_id, run.job_name, started, log_lines=[])
+    facts = reports.RunFacts(
+        run.run_id, run.job_name, started, log_lines=[], preview=run.job_name == patronload_preview.name
+    )
     facts.files = {
         path.name: path.read_text(encoding="utf-8") for path in storage.report_files(instance, run.run_id)
     }
@@ -62,10 +64,18 @@ def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> reports.RunFa
             facts.log_lines.append(f"{stamp} {level}{step} - {entry.user_message.splitlines()[0]}")
         if event is None:
             continue
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            materialization = event.event_specific_data.materialization
-            facts.assets[materialization.asset_key.to_user_string()] = {
-                name: value.value for name, value in materialization.metadata.items()
+        if event.event_type in (
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+            dg.DagsterEventType.ASSET_OBSERVATION,
+        ):
+            # a load's materializations, or a preview's observations of what a load would send
+            recorded = (
+                event.step_materialization_data.materialization
+                if event.is_step_materialization
+                else event.asset_observation_data.asset_observation
+            )
+            facts.assets[recorded.asset_key.to_user_string()] = {
+                name: value.value for name, value in recorded.metadata.items()
             }
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
             facts.failed_steps.append(event.step_key)
