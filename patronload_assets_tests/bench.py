@@ -2,9 +2,10 @@
 
 1. The domain's build rate: synthetic rows in memory to zipped XML, one core, best of three.
 2. The whole lineage from the command line (`dagster asset materialize`) on a generated SQLite
-   warehouse of N patrons per type: wall time, and the peak memory of the largest process.
+   warehouse of N patrons per type, twice (the second compares every user with the first):
+   wall time, and the peak memory of the largest process.
 
-    python -m patronload_assets_tests.bench [--domain N] [--lineage N] [--skip-lineage]
+    python -m patronload_assets_tests.bench [--domain N] [--lineage N] [--skip-lineage] [--new-instance]
 """
 
 import argparse
@@ -50,62 +51,73 @@ def domain_rate(patrons: int, repeats: int = 3) -> None:
         )
 
 
-def lineage(patrons: int) -> None:
+def lineage(patrons: int, fresh_instance: bool = False) -> None:
+    """Two loads of the same warehouse into the same bucket: the first (no previous load), then
+    the daily case (every user compared with the first load's baseline; nothing changed). With
+    ``fresh_instance``, a third on a new instance, which reads its baseline back from the bucket."""
     with tempfile.TemporaryDirectory(prefix="patronload-bench-") as scratch:
         folder = Path(scratch)
         started = time.perf_counter()
         synthetic.create_warehouse(folder / "dw.sqlite3", patrons, patrons)
         generated = time.perf_counter() - started
         print(f"warehouse: {patrons:,} staff + {patrons:,} students generated in {generated:.0f} s")
-        environment = embedded_environment(folder, folder / "home")
-        command = [Path(sys.executable).parent / MATERIALIZE_ALL[0], *MATERIALIZE_ALL[1:]]
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_DIR,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        loads = [("first load", folder / "home"), ("second load", folder / "home")]
+        if fresh_instance:
+            loads.append(("new instance", folder / "home-new"))
+        for label, home in loads:
+            _load(folder, home, patrons, label)
+
+
+def _load(folder: Path, home: Path, patrons: int, label: str) -> None:
+    environment = embedded_environment(folder, home)
+    command = [Path(sys.executable).parent / MATERIALIZE_ALL[0], *MATERIALIZE_ALL[1:]]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_DIR,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watcher = PeakMemory(process.pid)
+    watcher.start()
+    stdout, stderr = process.communicate()
+    wall = time.perf_counter() - started
+    watcher.stop()
+    # The largest single process of the run: the CLI, the forkserver, each step (MiB).
+    peak = max(watcher.peak_kib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    if process.returncode != 0:
+        print(stderr[-4000:])
+        raise SystemExit("the lineage failed")
+    zips = sorted((folder / "bucket").rglob("*.zip"))
+    print(
+        f"{label}: {patrons:,} staff + {patrons:,} students through `dagster asset materialize` in "
+        f"{wall:.1f} s wall, peak memory of the largest process {peak:,.0f} MiB; "
+        f"{len(zips)} zips, {sum(path.stat().st_size for path in zips) / 1e6:,.1f} MB"
+    )
+    os.environ["DAGSTER_HOME"] = str(home)  # the instance file reads it
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs(limit=1)
+        steps = ", ".join(
+            f"{stats.step_key} {stats.end_time - stats.start_time:.0f} s"
+            for stats in sorted(instance.get_run_step_stats(run.run_id), key=lambda stats: stats.start_time)
         )
-        watcher = PeakMemory(process.pid)
-        watcher.start()
-        stdout, stderr = process.communicate()
-        wall = time.perf_counter() - started
-        watcher.stop()
-        completed = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-        # The largest single process of the run: the CLI, the forkserver, each step (MiB).
-        peak = max(watcher.peak_kib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-        if completed.returncode != 0:
-            print(completed.stderr[-4000:])
-            raise SystemExit("the lineage failed")
-        zips = sorted((folder / "bucket").rglob("*.zip"))
-        print(
-            f"lineage: {patrons:,} staff + {patrons:,} students through `dagster asset materialize` in "
-            f"{wall:.1f} s wall, peak memory of the largest process {peak:,.0f} MiB; "
-            f"{len(zips)} zips, {sum(path.stat().st_size for path in zips) / 1e6:,.1f} MB"
-        )
-        os.environ["DAGSTER_HOME"] = str(folder / "home")  # the instance file reads it
-        with dg.DagsterInstance.from_config(str(folder / "home")) as instance:
-            [run] = instance.get_runs(limit=1)
-            steps = ", ".join(
-                f"{stats.step_key} {stats.end_time - stats.start_time:.0f} s"
-                for stats in sorted(
-                    instance.get_run_step_stats(run.run_id), key=lambda stats: stats.start_time
+        checked, compared = [], []
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            evaluation = entry.dagster_event.event_specific_data
+            if evaluation.check_name == "schema":
+                metadata = {name: value.value for name, value in evaluation.metadata.items()}
+                checked.append(
+                    f"{evaluation.asset_key.to_user_string()}: {metadata['patrons']:,} patrons, "
+                    f"{metadata['users_checked']:,} users checked, "
+                    f"{metadata['users_validated_by_xsd']:,} validated by {metadata['xsd']}"
                 )
-            )
-            checked = []
-            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-                evaluation = entry.dagster_event.event_specific_data
-                if evaluation.check_name == "schema":
-                    metadata = {name: value.value for name, value in evaluation.metadata.items()}
-                    checked.append(
-                        f"{evaluation.asset_key.to_user_string()}: {metadata['patrons']:,} patrons, "
-                        f"{metadata['users_checked']:,} users checked, "
-                        f"{metadata['users_validated_by_xsd']:,} validated by {metadata['xsd']}"
-                    )
-        print(f"steps (start order): {steps}")
-        print(f"schema check: {'; '.join(sorted(checked))}")
+            elif evaluation.check_name == "departures":
+                compared.append(f"{evaluation.asset_key.to_user_string()}: {evaluation.description}")
+    print(f"  steps (start order): {steps}")
+    print(f"  schema check: {'; '.join(sorted(checked))}")
+    print(f"  departures check: {'; '.join(sorted(compared))}")
 
 
 class PeakMemory(threading.Thread):
@@ -155,10 +167,15 @@ def main() -> None:
     parser.add_argument("--domain", type=int, default=100_000, help="patrons per type for the build rate")
     parser.add_argument("--lineage", type=int, default=200_000, help="patrons per type for the whole lineage")
     parser.add_argument("--skip-lineage", action="store_true")
+    parser.add_argument(
+        "--new-instance",
+        action="store_true",
+        help="a third load on a new instance (baseline from the bucket)",
+    )
     arguments = parser.parse_args()
     domain_rate(arguments.domain)
     if not arguments.skip_lineage:
-        lineage(arguments.lineage)
+        lineage(arguments.lineage, arguments.new_instance)
 
 
 if __name__ == "__main__":

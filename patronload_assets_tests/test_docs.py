@@ -2,19 +2,19 @@
 
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import pytest
 
-from patronload_assets import timing
-from patronload_assets.domain import alma_xml, checks, packaging, rules, values
+from patronload_assets import reports, timing
+from patronload_assets.domain import alma_xml, changes, checks, packaging, rules, values
 
 from .conftest import PROJECT_DIR
 
 RULES_DOCUMENT = PROJECT_DIR / "docs" / "patron-rules.md"
 MODULES = {
     "rules": rules, "values": values, "packaging": packaging, "alma_xml": alma_xml, "checks": checks,
-    "timing": timing,
+    "timing": timing, "changes": changes, "reports": reports,
 }  # fmt: skip
 # | what the rule is | `value` `value` ... | `module.NAME` |
 CONSTANT_ROW = re.compile(r"^\| [^|]+ \| ((?:`[^`]*` ?)+) \| `(\w+)\.([\w.]+)` \|$", re.MULTILINE)
@@ -26,7 +26,7 @@ def named_constants() -> list[tuple[str, list[str], object]]:
         written = re.findall(r"`([^`]*)`", match[1])
         target = MODULES[match[2]]
         for part in match[3].split("."):
-            target = getattr(target, part)
+            target = target[part] if isinstance(target, Mapping) else getattr(target, part)
         found.append((f"{match[2]}.{match[3]}", written, target))
     return found
 
