@@ -3,6 +3,7 @@ import os
 import dagster as dg
 
 from . import assets
+from .alma_report import alma_job_sensor, alma_sis_job
 from .frames import ArrowFrameIOManager
 from .jobs import patronload_job, patronload_preview, warehouse_connection_test
 from .overdue import overdue_report
@@ -11,6 +12,9 @@ from .sensors import failure_report, success_report
 from .settings import init_sentry, resources
 
 init_sentry(os.environ)
+configured = resources()
+# Alma's verdict (docs/patron-rules.md §12) only with ALMA_API_KEY set: without it nothing changes.
+alma = configured.get("alma")
 
 # Steps run in their own processes (staff_zip and student_zip side by side), forked from a server
 # that has imported this code location once: a step starts in milliseconds, not the two seconds
@@ -18,10 +22,15 @@ init_sentry(os.environ)
 executor = dg.multiprocess_executor.configured({"start_method": {"forkserver": {}}})
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets]),
+    assets=[*dg.load_assets_from_modules([assets]), *([alma_sis_job] if alma else [])],
     executor=executor,
     jobs=[patronload_job, patronload_preview, warehouse_connection_test],
     schedules=[daily_patronload],
-    sensors=[success_report, failure_report, overdue_report],
-    resources={**resources(), "io_manager": ArrowFrameIOManager()},
+    sensors=[
+        success_report,
+        failure_report,
+        overdue_report,
+        *([alma_job_sensor(alma.poll_minutes)] if alma else []),
+    ],
+    resources={**configured, "io_manager": ArrowFrameIOManager()},
 )

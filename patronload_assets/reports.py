@@ -164,6 +164,62 @@ def overdue_message(
     return _message(subject(workspace, load_date, overdue=True), lines, sender, recipients)
 
 
+def alma_job_message(
+    facts: Mapping[str, object],
+    files: Mapping[str, str],
+    workspace: str,
+    sender: str,
+    recipients: Sequence[str],
+) -> EmailMessage:
+    """Alma's verdict on a load (docs/patron-rules.md §12): the SIS job run's status, its counts and
+    the users it rejected (attached by primary id); or that no run picked the files up in time."""
+    load_date = dt.date.fromisoformat(str(facts["load_date"]))
+    text = f"{workspace.upper()} Patronload Alma job {load_date.isoformat()}"
+    if facts["kind"] == "not_picked_up":
+        body = [
+            f"No run of Alma's SIS synchronize job picked up and finished the load uploaded "
+            f"{facts['uploaded']} within {facts['wait_hours']:g} hours.",
+            "",
+            "The files sit in the bucket unprocessed: check that the integration profile is active and its "
+            "schedule runs, and that it reads the bucket and prefix the load writes to.",
+        ]
+        if facts.get("following"):
+            body.append(f"Job run {facts['following']} had started and had not ended.")
+        if facts.get("last_error"):
+            body.append(f"The last call to Alma's API failed: {facts['last_error']}")
+        return _message(f"{text} not picked up", body, sender, recipients)
+    rows = list(csv.DictReader(io.StringIO(files.get("alma_rejected_users.csv", ""))))
+    counts = [
+        f"  users {name}: {facts.get(f'alma_users_{name}', 0)}"
+        for name in ("created", "updated", "unchanged", "rejected")
+    ]
+    others = [
+        f"  {name.removeprefix('alma_')}: {value}"
+        for name, value in sorted(facts.items())
+        if name.startswith("alma_")
+        and not name.startswith(("alma_users_", "alma_job_"))
+        and type(value) is int
+    ]
+    body = [
+        f"Alma's SIS synchronize job run {facts.get('alma_job_instance_id')} for the load of {load_date}: "
+        f"{facts.get('alma_job_status')}.",
+        f"Submitted {facts.get('alma_job_submitted') or 'unknown'}, "
+        f"ended {facts.get('alma_job_ended') or 'unknown'}.",
+        "",
+        *counts,
+        *others,
+        "",
+    ]
+    if rows:
+        body.append(
+            f"Users Alma rejected ({len(rows)}): they keep their accounts as they were, or have none."
+        )
+        body += [f"  {row['primary_id']}: {row['reason']}" for row in rows[:50]]
+        if len(rows) > 50:
+            body.append(f"  ... {len(rows) - 50} more in the attached alma_rejected_users.csv")
+    return _message(text, body, sender, recipients, files if rows else None)
+
+
 def _message(
     subject_text: str,
     body: Iterable[str],

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from .alma_api import AlmaJobs
 from .resources import (
     PROJECT_DIR,
     Bucket,
@@ -151,14 +152,54 @@ def mailer_resource(environ: Mapping[str, str]) -> Mailer:
     return OutboxMailer(directory=local_setting(environ, "LOCAL_OUTBOX_DIR"), **addressing)
 
 
+def _number(environ: Mapping[str, str], name: str, default: float, kind: type = int) -> float:
+    """A positive number setting, or its default; a clear error naming the setting otherwise."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be a positive {kind.__name__}, not {text!r}")
+    return value
+
+
+def alma_resource(environ: Mapping[str, str]) -> AlmaJobs | None:
+    """Alma's Jobs API, when ``ALMA_API_KEY`` is set (docs/patron-rules.md §12); else ``None``: the
+    verdict is not followed and nothing of it appears."""
+    if not _present(environ, "ALMA_API_KEY"):
+        return None
+    if not (_present(environ, "ALMA_SIS_JOB_ID") or _present(environ, "ALMA_SIS_PROFILE_ID")):
+        raise ConfigurationError("ALMA_API_KEY is set: set ALMA_SIS_JOB_ID (or ALMA_SIS_PROFILE_ID) too")
+    located = {
+        name: dg.EnvVar(variable)
+        for name, variable in (
+            ("base_url", "ALMA_API_BASE_URL"),
+            ("job_id", "ALMA_SIS_JOB_ID"),
+            ("profile_id", "ALMA_SIS_PROFILE_ID"),
+        )
+        if _present(environ, variable)
+    }  # fmt: skip
+    return AlmaJobs(
+        api_key=dg.EnvVar("ALMA_API_KEY"),
+        poll_minutes=_number(environ, "ALMA_POLL_MINUTES", 10),
+        wait_hours=_number(environ, "ALMA_JOB_WAIT_HOURS", 26, float),
+        **located,
+    )
+
+
 def resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     environ = os.environ if environ is None else environ
     check_workspace(environ)
+    alma = alma_resource(environ)
     return {
         "warehouse": warehouse_resource(environ),
         "bucket": bucket_resource(environ),
         "institution": institution_resource(environ),
         "mailer": mailer_resource(environ),
+        **({"alma": alma} if alma is not None else {}),
     }
 
 

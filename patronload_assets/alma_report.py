@@ -1,0 +1,167 @@
+"""Alma's verdict on a load (docs/patron-rules.md §12): which run of the SIS synchronize job picked
+up the zips, and what it did with every user.
+
+``alma_sis_job`` is an external asset downstream of the two zips, so the lineage reads warehouse ->
+zips -> Alma. No run materializes it: the ``patronload_alma_job_report`` sensor does, when the job
+run that followed an upload has ended, and then emails its status, counts and rejected users. When
+no run has picked the files up by ``ALMA_JOB_WAIT_HOURS`` after the upload, it says that instead.
+"""
+
+import datetime as dt
+import json
+import time
+
+import dagster as dg
+
+from . import reports, storage
+from .alma_api import AlmaApiError, AlmaJobs
+from .domain import alma_jobs
+from .resources import Mailer
+from .sensors import send_or_keep_pending
+
+ALMA_SIS_JOB = dg.AssetKey("alma_sis_job")
+ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))
+REPORTED_KEPT = 50  # job runs remembered as reported (each is reported once)
+REJECTED_FILE = "alma_rejected_users.csv"
+
+alma_sis_job = dg.AssetSpec(
+    ALMA_SIS_JOB,
+    deps=ZIP_ASSETS,
+    kinds={"alma"},
+    group_name="alma",
+    description="The run of Alma's SIS synchronize job that picked up the zips: its status and the users "
+    "it created, updated, left unchanged and rejected. Materialized by the patronload_alma_job_report "
+    "sensor when the run ends, never by a run.",
+)
+
+
+def _uploads(instance: dg.DagsterInstance) -> list[float]:
+    """When each zip asset last materialized (uploaded), as timestamps."""
+    found = []
+    for key in ZIP_ASSETS:
+        event = instance.get_latest_materialization_event(key)
+        if event is not None:
+            found.append(event.timestamp)
+    return found
+
+
+def alma_job_sensor(poll_minutes: int):
+    @dg.sensor(
+        name="patronload_alma_job_report",
+        minimum_interval_seconds=60 * poll_minutes,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="After each upload, follows the run of Alma's SIS job that picks the zips up; when it "
+        "ends, materializes alma_sis_job and emails Alma's counts and rejected users.",
+    )
+    def alma_job_report(context: dg.SensorEvaluationContext, alma: AlmaJobs, mailer: Mailer):
+        state = json.loads(context.cursor) if context.cursor else {}
+        now = time.time()
+        wait_seconds = alma.wait_hours * 3600
+        uploads = _uploads(context.instance)
+        if "last_upload" not in state:  # the first tick: follow only an upload still within the wait
+            recent = [moment for moment in uploads if moment > now - wait_seconds]
+            state = {"last_upload": max(uploads, default=0.0), "waiting": min(recent, default=None)}
+        new = [moment for moment in uploads if moment > state["last_upload"]]
+        if new:
+            state["last_upload"] = max(new)
+            if state.get("waiting") is None:
+                state["waiting"] = min(new)
+        reported, pending = state.setdefault("reported", []), state.setdefault("pending", {})
+        messages = state.setdefault("messages", {})
+        asset_events = []
+
+        if state.get("waiting") is not None:
+            since = dt.datetime.fromtimestamp(state["waiting"], dt.UTC)
+            try:
+                finished = _follow(context, alma, state, since)
+            except AlmaApiError as error:
+                context.log.error(f"Alma's verdict not read this tick: {error}")
+                state["last_error"] = str(error)
+                finished = None
+            if finished is not None:
+                run, rejected = finished
+                asset_events.append(
+                    dg.AssetMaterialization(
+                        ALMA_SIS_JOB, metadata={**run.metadata(), "alma_rejected_users_listed": len(rejected)}
+                    )
+                )
+                label = f"alma-{run.instance_id}"
+                storage.write_report_file(
+                    context.instance, label, REJECTED_FILE, ("primary_id", "reason"),
+                    ((rejection.primary_id, rejection.reason) for rejection in rejected),
+                )  # fmt: skip
+                messages[label] = {"kind": "verdict", "load_date": since.date().isoformat(), **run.metadata()}
+                pending[label] = 0
+                reported[:] = [*reported, run.instance_id][-REPORTED_KEPT:]
+                later = state["last_upload"] > (run.submitted or since).timestamp()
+                state["waiting"] = state["last_upload"] if later else None
+                state.pop("following", None)
+                state.pop("last_error", None)
+                context.log.info(f"Alma's job run {run.instance_id} ended {run.status}: {_counts(run)}")
+            elif now - state["waiting"] > wait_seconds:
+                label = f"alma-unpicked-{int(state['waiting'])}"
+                messages[label] = {
+                    "kind": "not_picked_up",
+                    "load_date": since.date().isoformat(),
+                    "uploaded": since.isoformat(),
+                    "wait_hours": alma.wait_hours,
+                    "last_error": state.pop("last_error", ""),
+                    "following": state.pop("following", ""),
+                }
+                pending[label] = 0
+                state["waiting"] = None
+                context.log.error(
+                    f"no run of Alma's SIS job ended within {alma.wait_hours:g} h of the upload"
+                )
+
+        sent = []
+        for label in list(pending):
+            message = _message(context.instance, messages[label], label, mailer)
+            if send_or_keep_pending(
+                mailer, message, label, pending, label, f"Alma job report {label}", context.log
+            ):
+                sent.append(label)
+            if label not in pending:
+                messages.pop(label, None)
+        context.update_cursor(json.dumps(state))
+        reason = f"reported {', '.join(sent)}" if sent else (
+            "waiting for Alma's SIS job" if state.get("waiting") is not None else "no upload to follow"
+        )  # fmt: skip
+        return dg.SensorResult(asset_events=asset_events, skip_reason=None if asset_events else reason)
+
+    return alma_job_report
+
+
+def _follow(context, alma: AlmaJobs, state: dict, since: dt.datetime):
+    """The run that picked up the upload of ``since``, once it has ended, with its rejected users;
+    ``None`` while none has started or it still runs."""
+    job_id = alma.sis_job_id()
+    if state.get("following"):
+        instance = alma.job_instance(job_id, state["following"])
+    else:
+        runs = alma.job_instances(job_id, (since - dt.timedelta(days=1)).date())
+        instance = alma_jobs.first_run_after(runs, since, state["reported"])
+        if instance is None:
+            return None
+        if instance.get("status") is None or instance.get("counter") is None:  # a list entry: the run in full
+            instance = alma.job_instance(job_id, str(instance.get("id")))
+    run = alma_jobs.job_run(instance)
+    if run.running:
+        state["following"] = run.instance_id
+        context.log.info(f"Alma's job run {run.instance_id} is {run.status or 'starting'}")
+        return None
+    try:
+        rejected = alma_jobs.rejections(alma.job_events(job_id, run.instance_id))
+    except AlmaApiError as error:  # the events are a bonus: the counts still go out
+        context.log.warning(f"the rejected users of job run {run.instance_id} could not be read: {error}")
+        rejected = []
+    return run, rejected
+
+
+def _counts(run: alma_jobs.JobRun) -> str:
+    return ", ".join(f"{name} {run.counts.get(name, 0)}" for name in alma_jobs.COUNTERS)
+
+
+def _message(instance: dg.DagsterInstance, facts: dict, label: str, mailer: Mailer):
+    files = {path.name: path.read_text(encoding="utf-8") for path in storage.report_files(instance, label)}
+    return reports.alma_job_message(facts, files, mailer.workspace, mailer.sender, mailer.recipient_list())
