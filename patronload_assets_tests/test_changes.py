@@ -84,6 +84,18 @@ def _add_staff(warehouse, count: int) -> None:
             )
 
 
+def _preview_job(warehouse, bucket) -> dg.JobDefinition:
+    """The dry run on the test's warehouse and bucket (as ``load`` runs the assets)."""
+    resources = {
+        "warehouse": SqliteWarehouse(path=str(warehouse)),
+        "bucket": LocalBucket(directory=str(bucket), prefix="alma"),
+        "institution": InstitutionData(),
+    }
+    return dg.Definitions(jobs=[jobs.patronload_preview], resources=resources).resolve_job_def(
+        "patronload_preview"
+    )
+
+
 def _student_update(warehouse, sql: str, names: list[str]) -> None:
     with sqlite3.connect(warehouse) as connection:
         connection.executemany(sql, [(name,) for name in names])
@@ -332,14 +344,7 @@ def test_a_swapped_student_view_of_the_same_size_is_held_back(tmp_path):
 def test_a_preview_reports_what_a_load_would_change_and_touches_nothing(tmp_path):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 300, 400)
     bucket = tmp_path / "bucket"
-    resources = {
-        "warehouse": SqliteWarehouse(path=str(warehouse)),
-        "bucket": LocalBucket(directory=str(bucket), prefix="alma"),
-        "institution": InstitutionData(),
-    }
-    preview_job = dg.Definitions(jobs=[jobs.patronload_preview], resources=resources).resolve_job_def(
-        "patronload_preview"
-    )
+    preview_job = _preview_job(warehouse, bucket)
     with dg.instance_for_test() as instance:
         assert load(warehouse, bucket, instance).success
         clean = _clean_students(warehouse, _loaded(bucket, "student"))
@@ -381,14 +386,7 @@ def test_a_preview_reports_what_a_load_would_change_and_touches_nothing(tmp_path
 def test_a_preview_tells_a_load_would_be_held_back(tmp_path, patron_type):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 200, 200)
     bucket = tmp_path / "bucket"
-    resources = {
-        "warehouse": SqliteWarehouse(path=str(warehouse)),
-        "bucket": LocalBucket(directory=str(bucket), prefix="alma"),
-        "institution": InstitutionData(),
-    }
-    preview_job = dg.Definitions(jobs=[jobs.patronload_preview], resources=resources).resolve_job_def(
-        "patronload_preview"
-    )
+    preview_job = _preview_job(warehouse, bucket)
     view = synthetic.STAFF_VIEW if patron_type == "staff" else synthetic.STUDENT_VIEW
     with dg.instance_for_test() as instance:
         assert load(warehouse, bucket, instance).success
