@@ -36,12 +36,18 @@ alma_sis_job = dg.AssetSpec(
 
 
 def _uploads(instance: dg.DagsterInstance) -> list[float]:
-    """When each zip asset last materialized (uploaded), as timestamps."""
+    """When each zip asset's last load put its zips in the bucket (its ``uploaded_at``: a job run
+    submitted from then on can have taken them), as timestamps."""
     found = []
     for key in ZIP_ASSETS:
         event = instance.get_latest_materialization_event(key)
-        if event is not None:
-            found.append(event.timestamp)
+        if event is None:
+            continue
+        entry = (
+            event.asset_materialization.metadata.get("uploaded_at") if event.asset_materialization else None
+        )
+        uploaded = alma_jobs.parse_time(entry.value) if entry is not None else None
+        found.append(uploaded.timestamp() if uploaded else event.timestamp)
     return found
 
 

@@ -397,6 +397,7 @@ def _publish(
                 f"uploaded {key} ({packaged.size} bytes, {packaged.patrons} {patron_type.name} patrons)"
             )
         sizes = [packaged.size for packaged in zips]
+        uploaded_at = dt.datetime.now(dt.UTC)  # every zip of the type in place: Alma may take them
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     # Two loads at once (the schedule and a command-line run): each removes only older zips, and the
@@ -424,6 +425,7 @@ def _publish(
             "zip_bytes": sum(sizes),
             "zips": len(keys),
             "xml_files": sum(len(packaged.xml_files) for packaged in zips),
+            "uploaded_at": uploaded_at.isoformat(),
             **load_metadata(context.log, load, prepared),
             "stale_zips_removed": [] if newer else stale,
             "superseded_by": newer,

@@ -57,6 +57,10 @@ def test_a_job_run_is_read_by_its_counters_descriptions_and_tolerates_missing_fi
     assert run.submitted == dt.datetime(2026, 11, 30, 6, 10, tzinfo=dt.UTC) and run.ended is None
     metadata = run.metadata()
     assert metadata["alma_users_rejected"] == 3 and metadata["alma_users_deleted"] == 2
+    assert [alma_jobs.counter_name(desc) for desc in (
+        "Number of users created", "Users not changed", "Number of rejected users", "Users failed",
+        "New users", "Users deleted", "",
+    )] == ["created", "unchanged", "rejected", "rejected", "created", "users_deleted", "unnamed"]  # fmt: skip
     bare = alma_jobs.job_run({"id": "78"})
     assert bare.running and bare.counts == {} and bare.metadata()["alma_users_created"] == 0
     assert alma_jobs.job_run({"id": "79", "status": {"value": "FINALIZING"}}).running

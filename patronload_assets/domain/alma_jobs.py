@@ -42,13 +42,23 @@ def parse_time(text: object) -> dt.datetime | None:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
+# A counter's description names its count by one of these words (checked in this order: "not
+# changed" is unchanged before "changed" is updated).
+COUNTER_WORDS = (
+    ("unchanged", ({"unchanged"}, {"not", "changed"}, {"no", "change"}, {"no", "changes"})),
+    ("rejected", ({"rejected"}, {"failed"})),
+    ("created", ({"created"}, {"new"}, {"added"})),
+    ("updated", ({"updated"}, {"changed"}, {"modified"})),
+)
+
+
 def counter_name(description: str) -> str:
-    """A counter's metadata name: ``created`` for "Number of users created", else its description
-    in lower case words joined by ``_``."""
+    """A counter's metadata name: ``created`` for "Number of users created", ``unchanged`` for
+    "Users not changed", ...; else its description in lower case words joined by ``_``."""
     words = _WORD.findall(description.lower())
-    for known in COUNTERS:
-        if known in words:
-            return known
+    for name, spellings in COUNTER_WORDS:
+        if any(spelling <= set(words) for spelling in spellings):
+            return name
     return "_".join(words) or "unnamed"
 
 
