@@ -19,7 +19,11 @@ def summary(instance: dg.DagsterInstance) -> tuple[bool, list[str]]:
     run = records[0].dagster_run
     facts = run_facts(instance, run)
     succeeded = run.status == dg.DagsterRunStatus.SUCCESS
-    lines = [f"Run {run.run_id}: {run.status.value}", *reports.summary_lines(facts.assets)]
+    lines = [
+        f"Run {run.run_id}: {run.status.value}",
+        *reports.summary_lines(facts.assets),
+        *reports.changes_lines(facts.assets, facts.files),
+    ]
     for metadata in facts.assets.values():
         if metadata.get("location"):
             lines.append(f"zip: {metadata['location']}")

@@ -77,4 +77,5 @@ def test_the_summary_make_run_prints(tmp_path):
     [staff_zip] = (tmp_path / "bucket" / "alma").glob("staff_*.zip")
     assert f"zip: {staff_zip.resolve()}" in text
     assert "staff_zip: " in text and "student_zip: " in text and "rejected_missing_kerberos_name" in text
+    assert "Changes since the last load:" in text and "staff_zip: no previous load: " in text
     assert len(lines) < 60  # short: the full log is in a file
