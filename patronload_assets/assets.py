@@ -473,7 +473,7 @@ def _write_report_files(context: dg.OpExecutionContext, prepared: Prepared) -> N
         )
         what = "left out of the file" if screening.outcome.passed else "found; the type is held back"
         context.log.warning(f"{len(invalid)} invalid {name} user(s) {what}; the run report names them")
-    if comparison is not None and comparison.previous is not None:
+    if comparison is not None and comparison.previous is not None and len(comparison.changes):
         storage.write_report_file(
             context.instance,
             context.run.run_id,

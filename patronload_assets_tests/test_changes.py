@@ -282,12 +282,15 @@ def test_two_loads_report_exactly_what_changed_between_them(tmp_path):
         assert {row["groups"] for row in listed if row["change"] == "changed"} == {"email"}
         assert "ZZNEW3@MIT.EDU,new," in attachments["staff_changes.csv"]
 
-        # Unchanged warehouse: nothing new, departed or changed.
+        # Unchanged warehouse: nothing new, departed or changed, and no list to attach.
         third = load(warehouse, bucket, instance)
         for asset in ZIP_ASSETS:
             metadata = _metadata(third, asset)
             assert metadata["patrons_unchanged"] == metadata["patrons"]
             assert metadata["patrons_new"] == metadata["patrons_departed"] == metadata["patrons_changed"] == 0
+        assert not [
+            path.name for path in storage.report_files(instance, third.run_id) if "changes" in path.name
+        ]
 
     # A new instance over the same bucket (Alma has renamed the student zip it processed) finds its
     # baseline there.
