@@ -15,12 +15,12 @@ import dagster as dg
 
 from . import reports, storage
 from .alma_api import AlmaApiError, AlmaJobs
+from .assets import ZIP_ASSETS
 from .domain import alma_jobs
 from .resources import Mailer
 from .sensors import send_or_keep_pending
 
 ALMA_SIS_JOB = dg.AssetKey("alma_sis_job")
-ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))
 REPORTED_KEPT = 50  # job runs remembered as reported (each is reported once)
 REJECTED_FILE = "alma_rejected_users.csv"
 

@@ -31,6 +31,7 @@ from .timing import ZIP_FRESHNESS
 
 GROUP = "patronload"
 POOL = "patronload"  # one patronload run at a time: the instance limits the pool (dagster.yaml)
+ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))  # what reaches Alma
 
 
 def read_view(log, warehouse: Warehouse, patron_type: PatronType) -> tuple[pd.DataFrame, dict]:

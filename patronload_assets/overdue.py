@@ -15,13 +15,13 @@ import json
 import dagster as dg
 
 from . import reports
+from .assets import ZIP_ASSETS
 from .domain.packaging import newest_load_time
 from .jobs import patronload_job
 from .resources import Bucket, Mailer
 from .sensors import run_facts, send_or_keep_pending
 from .timing import LOAD_TIMING, LoadTiming
 
-ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))
 IN_PROGRESS = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
