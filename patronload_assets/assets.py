@@ -2,7 +2,6 @@
 record counts, codes and keys as metadata (never a name, email, phone or address)."""
 
 import datetime as dt
-import shutil
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Set
@@ -366,8 +365,7 @@ def _publish(
     keep the load as the next one's baseline."""
     patron_type = load.patron_type
     moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    scratch = storage.scratch_folder(context.instance, context.run.run_id, patron_type.name)
-    try:
+    with storage.scratch(context.instance, context.run.run_id, patron_type.name) as scratch:
         prepared = prepare(context, context.asset_key, config, load, bucket, institution, moment, scratch)
         for outcome in prepared.outcomes:
             yield dg.AssetCheckResult(
@@ -399,8 +397,6 @@ def _publish(
             )
         sizes = [packaged.size for packaged in zips]
         uploaded_at = dt.datetime.now(dt.UTC)  # every zip of the type in place: Alma may take them
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     # Two loads at once (the schedule and a command-line run): each removes only older zips, and the
     # older one, finding a newer load in place, removes its own: the newest load stays, alone.
     existing = bucket.list_keys()

@@ -1,5 +1,4 @@
 import datetime as dt
-import shutil
 
 import dagster as dg
 
@@ -33,12 +32,9 @@ def preview_load(
     for load in (LoadInput.staff(staff_rows), LoadInput.students(students, staff_rows)):
         name = load.patron_type.name
         moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        scratch = storage.scratch_folder(context.instance, context.run.run_id, name)
-        try:
-            asset_key = dg.AssetKey(f"{name}_zip")
+        asset_key = dg.AssetKey(f"{name}_zip")
+        with storage.scratch(context.instance, context.run.run_id, name) as scratch:
             prepared = prepare(context, asset_key, config, load, bucket, institution, moment, scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         held_back = prepared.describe_blocked()
         if held_back:
             context.log.warning(f"a load now would hold {name} back: {held_back}")

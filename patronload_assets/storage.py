@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import shutil
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -45,6 +46,16 @@ def scratch_folder(instance: dg.DagsterInstance, run_id: str, name: str) -> Path
     folder = private_folder(instance, SCRATCH, f"{run_id}-{name}")
     (folder / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}")
     return folder
+
+
+@contextlib.contextmanager
+def scratch(instance: dg.DagsterInstance, run_id: str, name: str) -> Iterator[Path]:
+    """A step's build folder (:func:`scratch_folder`), removed when the step is done with it."""
+    folder = scratch_folder(instance, run_id, name)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _abandoned(instance: dg.DagsterInstance, folder: Path) -> bool:
