@@ -169,5 +169,5 @@ def _counts(run: alma_jobs.JobRun) -> str:
 
 
 def _message(instance: dg.DagsterInstance, facts: dict, label: str, mailer: Mailer):
-    files = {path.name: path.read_text(encoding="utf-8") for path in storage.report_files(instance, label)}
+    files = storage.read_report_files(instance, label)
     return reports.alma_job_message(facts, files, mailer.workspace, mailer.sender, mailer.recipient_list())

@@ -235,10 +235,10 @@ def _message(
     message["Message-ID"] = make_msgid(domain="patronload")
     message.set_content("\n".join(body) + "\n")
     for name, text in sorted((attachments or {}).items()):
-        data = text.encode("utf-8")
-        if len(data) > ATTACH_PLAIN_BYTES:
+        data, filename = text.encode("utf-8"), _attachment_name(name, text)
+        if filename != name:
             message.add_attachment(
-                gzip.compress(data, mtime=0), maintype="application", subtype="gzip", filename=f"{name}.gz"
+                gzip.compress(data, mtime=0), maintype="application", subtype="gzip", filename=filename
             )
         else:
             message.add_attachment(data, maintype="text", subtype="csv", filename=name)
@@ -246,6 +246,7 @@ def _message(
 
 
 def _attachment_name(name: str, text: str) -> str:
+    """The file name a CSV is attached under: gzipped (``.gz``) past ``ATTACH_PLAIN_BYTES``."""
     return f"{name}.gz" if len(text.encode("utf-8")) > ATTACH_PLAIN_BYTES else name
 
 

@@ -52,9 +52,7 @@ def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> reports.RunFa
     facts = reports.RunFacts(
         run.run_id, run.job_name, started, log_lines=[], preview=run.job_name == patronload_preview.name
     )
-    facts.files = {
-        path.name: path.read_text(encoding="utf-8") for path in storage.report_files(instance, run.run_id)
-    }
+    facts.files = storage.read_report_files(instance, run.run_id)
     for entry in entries:
         event = entry.dagster_event
         if entry.level >= logging.INFO and entry.user_message:

@@ -102,3 +102,8 @@ def write_report_file(
 def report_files(instance: dg.DagsterInstance, run_id: str) -> list[Path]:
     folder = Path(instance.storage_directory()) / REPORTS / run_id
     return sorted(folder.glob("*.csv")) if folder.is_dir() else []
+
+
+def read_report_files(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """What a report attaches: each CSV of the folder by name."""
+    return {path.name: path.read_text(encoding="utf-8") for path in report_files(instance, run_id)}

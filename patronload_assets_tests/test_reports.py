@@ -3,6 +3,7 @@
 import datetime as dt
 import email
 import email.policy
+import gzip
 from pathlib import Path
 
 import dagster as dg
@@ -183,3 +184,20 @@ def test_error_lines_follow_the_cause_chain():
     lines = reports.error_lines(error)
     assert "Error occurred while executing staff_rows" in lines[0]
     assert "ORA-12541: TNS:no listener" in lines[-1]
+
+
+def test_a_long_list_is_attached_gzipped_and_named_so():
+    long_list = "primary_id,change,groups\n" + "".join(f"U{n}@MIT.EDU,new,\n" for n in range(150_000))
+    assert len(long_list.encode()) > reports.ATTACH_PLAIN_BYTES
+    files = {
+        "student_changes.csv": long_list,
+        "staff_changes.csv": "primary_id,change,groups\nA@MIT.EDU,new,\n",
+    }
+    message = reports._message("subject", ["body"], "a@b", ["c@d"], files)
+    attached = {part.get_filename(): part for part in message.iter_attachments()}
+    assert sorted(attached) == ["staff_changes.csv", "student_changes.csv.gz"]
+    assert gzip.decompress(attached["student_changes.csv.gz"].get_content()).decode() == long_list
+    lines = reports.changes_lines(
+        {"student_zip": {"patrons_new": 150_000, "previous_load": "this instance's last load"}}, files
+    )
+    assert "  by primary id: the attached student_changes.csv.gz" in lines
