@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 RUNNING_STATES = frozenset({"QUEUED", "PENDING", "INITIALIZING", "RUNNING", "FINALIZING"})
 # The job report's counters, named by a word of their description ("Users created", ...).
 COUNTERS = ("created", "updated", "unchanged", "rejected")
-REJECTED = "rejected"
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -68,12 +67,9 @@ class JobRun:
 
     instance_id: str
     status: str
-    status_desc: str
     submitted: dt.datetime | None
     ended: dt.datetime | None
-    progress: int | None
     counts: dict[str, int] = field(default_factory=dict)  # created, updated, ..., others by description
-    alerts: list[str] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -107,22 +103,12 @@ def job_run(instance: Mapping) -> JobRun:
             continue
         name = counter_name(_desc(counter.get("type")))
         counts[name] = counts.get(name, 0) + number
-    alerts = instance.get("alert") or instance.get("alerts") or []
-    if isinstance(alerts, Mapping):
-        alerts = alerts.get("alert") or [alerts]
-    try:
-        progress = int(instance["progress"]) if instance.get("progress") is not None else None
-    except (TypeError, ValueError):
-        progress = None
     return JobRun(
         instance_id=str(instance.get("id") or ""),
         status=_value(instance.get("status")),
-        status_desc=_desc(instance.get("status")),
         submitted=parse_time(instance.get("submit_time")),
         ended=parse_time(instance.get("end_time")),
-        progress=progress,
         counts=counts,
-        alerts=[_desc(alert) for alert in alerts if alert],
     )
 
 

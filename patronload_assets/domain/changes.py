@@ -74,10 +74,6 @@ class Fingerprints:
         self.primary_ids.append(primary_id_key(key_element))
         self.digests.extend(digests)
 
-    def extend(self, other: Fingerprints) -> None:
-        self.primary_ids += other.primary_ids
-        self.digests += other.digests
-
     def without(self, positions: Set[int]) -> Fingerprints:
         """These fingerprints less the users at ``positions`` (0-based, in write order)."""
         if not positions:
