@@ -18,7 +18,7 @@ from pathlib import Path
 from lxml import etree
 
 from . import alma_xml, changes, rules, values
-from .packaging import AlmaLimits, PackagedZip, rewrite_without
+from .packaging import AlmaLimits, PackagedZip, rewrite_without, unusual_markup
 
 SCHEMA, SHRINK, DEPARTURES, LIMITS = "schema", "shrink", "departures", "limits"
 UNKNOWN_DEPARTMENTS, USER_GROUPS, REPAIRS = "unknown_departments", "user_groups", "repairs"
@@ -180,11 +180,6 @@ def _chunk_may_hold_breaks(chunk: bytes) -> bool:
     return False
 
 
-def _unusual_markup(data: bytes) -> bool:
-    """Comments, CDATA, processing instructions or a document type: not for the fast path."""
-    return (b"!" in data and b"<!" in data) or (b"?" in data and b"<?" in data)
-
-
 def _rule_problems(
     user, inspection: Inspection, found: _FileFindings, taken_identifiers: Set[str]
 ) -> list[str]:
@@ -315,7 +310,7 @@ def _read_in_chunks(
                 prefix, pending = (
                     (pending, b"") if start is None else (pending[: start.start()], pending[start.start() :])
                 )
-            if _unusual_markup(pending):
+            if unusual_markup(pending):
                 raise _Unusual
             cut, ends, end = 0, 0, pending.find(_USER_END)
             while end >= 0:
