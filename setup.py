@@ -4,8 +4,13 @@ setup(
     name="patronload_assets",
     version="1.0.0",
     description="The daily load of staff and student records into Alma patron accounts.",
-    packages=find_packages(exclude=["patronload_assets_tests"]),
-    package_data={"patronload_assets": ["institution/*.xml", "institution/*.json", "schema/*.xsd"]},
+    # sql/ stays at the top for the DBA; installed, it is the package patronload_assets.sql.
+    packages=[*find_packages(exclude=["patronload_assets_tests", "patronload_assets_tests.*"]), "patronload_assets.sql"],
+    package_dir={"patronload_assets.sql": "sql"},
+    package_data={
+        "patronload_assets": ["institution/*.xml", "institution/*.json", "schema/*.xsd"],
+        "patronload_assets.sql": ["*.sql"],
+    },
     python_requires=">=3.11",
     install_requires=[
         "dagster>=1.13,<1.14",

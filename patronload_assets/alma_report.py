@@ -13,12 +13,13 @@ import time
 
 import dagster as dg
 
-from . import reports, storage
+from . import reports
 from .alma_api import AlmaApiError, AlmaJobs
 from .assets import ZIP_ASSETS
 from .domain import alma_jobs
 from .resources import Mailer
 from .sensors import send_or_keep_pending
+from .state import StateStore
 
 ALMA_SIS_JOB = dg.AssetKey("alma_sis_job")
 REPORTED_KEPT = 50  # job runs remembered as reported (each is reported once)
@@ -59,30 +60,32 @@ def alma_job_sensor(poll_minutes: int):
         description="After each upload, follows the run of Alma's SIS job that picks the zips up; when it "
         "ends, materializes alma_sis_job and emails Alma's counts and rejected users.",
     )
-    def alma_job_report(context: dg.SensorEvaluationContext, alma: AlmaJobs, mailer: Mailer):
-        state = json.loads(context.cursor) if context.cursor else {}
+    def alma_job_report(
+        context: dg.SensorEvaluationContext, alma: AlmaJobs, mailer: Mailer, state: StateStore
+    ):
+        followed = json.loads(context.cursor) if context.cursor else {}
         now = time.time()
         wait_seconds = alma.wait_hours * 3600
         uploads = _uploads(context.instance)
-        if "last_upload" not in state:  # the first tick: follow only an upload still within the wait
+        if "last_upload" not in followed:  # the first tick: follow only an upload still within the wait
             recent = [moment for moment in uploads if moment > now - wait_seconds]
-            state = {"last_upload": max(uploads, default=0.0), "waiting": min(recent, default=None)}
-        new = [moment for moment in uploads if moment > state["last_upload"]]
+            followed = {"last_upload": max(uploads, default=0.0), "waiting": min(recent, default=None)}
+        new = [moment for moment in uploads if moment > followed["last_upload"]]
         if new:
-            state["last_upload"] = max(new)
-            if state.get("waiting") is None:
-                state["waiting"] = min(new)
-        reported, pending = state.setdefault("reported", []), state.setdefault("pending", {})
-        messages = state.setdefault("messages", {})
+            followed["last_upload"] = max(new)
+            if followed.get("waiting") is None:
+                followed["waiting"] = min(new)
+        reported, pending = followed.setdefault("reported", []), followed.setdefault("pending", {})
+        messages = followed.setdefault("messages", {})
         asset_events = []
 
-        if state.get("waiting") is not None:
-            since = dt.datetime.fromtimestamp(state["waiting"], dt.UTC)
+        if followed.get("waiting") is not None:
+            since = dt.datetime.fromtimestamp(followed["waiting"], dt.UTC)
             try:
-                finished = _follow(context, alma, state, since)
+                finished = _follow(context, alma, followed, since)
             except AlmaApiError as error:
                 context.log.error(f"Alma's verdict not read this tick: {error}")
-                state["last_error"] = str(error)
+                followed["last_error"] = str(error)
                 finished = None
             if finished is not None:
                 run, rejected = finished
@@ -92,68 +95,68 @@ def alma_job_sensor(poll_minutes: int):
                     )
                 )
                 label = f"alma-{run.instance_id}"
-                storage.write_report_file(
-                    context.instance, label, REJECTED_FILE, ("primary_id", "reason"),
+                state.write_report_file(
+                    label, REJECTED_FILE, ("primary_id", "reason"),
                     ((rejection.primary_id, rejection.reason) for rejection in rejected),
                 )  # fmt: skip
                 messages[label] = {"kind": "verdict", "load_date": since.date().isoformat(), **run.metadata()}
                 pending[label] = 0
                 reported[:] = [*reported, run.instance_id][-REPORTED_KEPT:]
-                later = state["last_upload"] > (run.submitted or since).timestamp()
-                state["waiting"] = state["last_upload"] if later else None
-                state.pop("following", None)
-                state.pop("last_error", None)
+                later = followed["last_upload"] > (run.submitted or since).timestamp()
+                followed["waiting"] = followed["last_upload"] if later else None
+                followed.pop("following", None)
+                followed.pop("last_error", None)
                 context.log.info(f"Alma's job run {run.instance_id} ended {run.status}: {_counts(run)}")
-            elif now - state["waiting"] > wait_seconds:
-                label = f"alma-unpicked-{int(state['waiting'])}"
+            elif now - followed["waiting"] > wait_seconds:
+                label = f"alma-unpicked-{int(followed['waiting'])}"
                 messages[label] = {
                     "kind": "not_picked_up",
                     "load_date": since.date().isoformat(),
                     "uploaded": since.isoformat(),
                     "wait_hours": alma.wait_hours,
-                    "last_error": state.pop("last_error", ""),
-                    "following": state.pop("following", ""),
+                    "last_error": followed.pop("last_error", ""),
+                    "following": followed.pop("following", ""),
                 }
                 pending[label] = 0
-                state["waiting"] = None
+                followed["waiting"] = None
                 context.log.error(
                     f"no run of Alma's SIS job ended within {alma.wait_hours:g} h of the upload"
                 )
 
         sent = []
         for label in list(pending):
-            message = _message(context.instance, messages[label], label, mailer)
+            message = _message(state, messages[label], label, mailer)
             if send_or_keep_pending(
                 mailer, message, label, pending, label, f"Alma job report {label}", context.log
             ):
                 sent.append(label)
             if label not in pending:
                 messages.pop(label, None)
-        context.update_cursor(json.dumps(state))
+        context.update_cursor(json.dumps(followed))
         reason = f"reported {', '.join(sent)}" if sent else (
-            "waiting for Alma's SIS job" if state.get("waiting") is not None else "no upload to follow"
+            "waiting for Alma's SIS job" if followed.get("waiting") is not None else "no upload to follow"
         )  # fmt: skip
         return dg.SensorResult(asset_events=asset_events, skip_reason=None if asset_events else reason)
 
     return alma_job_report
 
 
-def _follow(context, alma: AlmaJobs, state: dict, since: dt.datetime):
+def _follow(context, alma: AlmaJobs, followed: dict, since: dt.datetime):
     """The run that picked up the upload of ``since``, once it has ended, with its rejected users;
     ``None`` while none has started or it still runs."""
     job_id = alma.sis_job_id()
-    if state.get("following"):
-        instance = alma.job_instance(job_id, state["following"])
+    if followed.get("following"):
+        instance = alma.job_instance(job_id, followed["following"])
     else:
         runs = alma.job_instances(job_id, (since - dt.timedelta(days=1)).date())
-        instance = alma_jobs.first_run_after(runs, since, state["reported"])
+        instance = alma_jobs.first_run_after(runs, since, followed["reported"])
         if instance is None:
             return None
         if instance.get("status") is None or instance.get("counter") is None:  # a list entry: the run in full
             instance = alma.job_instance(job_id, str(instance.get("id")))
     run = alma_jobs.job_run(instance)
     if run.running:
-        state["following"] = run.instance_id
+        followed["following"] = run.instance_id
         context.log.info(f"Alma's job run {run.instance_id} is {run.status or 'starting'}")
         return None
     try:
@@ -168,6 +171,6 @@ def _counts(run: alma_jobs.JobRun) -> str:
     return ", ".join(f"{name} {run.counts.get(name, 0)}" for name in alma_jobs.COUNTERS)
 
 
-def _message(instance: dg.DagsterInstance, facts: dict, label: str, mailer: Mailer):
-    files = storage.read_report_files(instance, label)
+def _message(state: StateStore, facts: dict, label: str, mailer: Mailer):
+    files = state.read_report_files(label)
     return reports.alma_job_message(facts, files, mailer.workspace, mailer.sender, mailer.recipient_list())

@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from . import frames, storage
+from . import frames, scratch
 from .domain import changes, checks, rules
 from .domain.load import STAFF, STUDENT, BuildResult, PatronType, build_zips
 from .domain.packaging import (
@@ -21,11 +21,11 @@ from .domain.packaging import (
     newer_keys,
     newest_load_time,
     object_key,
-    patrons_in_zip_tail,
     stale_keys,
 )
 from .domain.values import kerberos_keys
 from .resources import Bucket, InstitutionData, Warehouse, read_sql
+from .state import StateStore
 from .timing import ZIP_FRESHNESS
 
 GROUP = "patronload"
@@ -173,9 +173,10 @@ def staff_zip(
     staff_rows: pd.DataFrame,
     bucket: Bucket,
     institution: InstitutionData,
+    state: StateStore,
 ):
     """The staff zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
-    yield from _publish(context, config, LoadInput.staff(staff_rows), bucket, institution)
+    yield from _publish(context, config, LoadInput.staff(staff_rows), bucket, institution, state)
 
 
 @dg.asset(
@@ -190,10 +191,11 @@ def student_zip(
     staff_rows: pd.DataFrame,
     bucket: Bucket,
     institution: InstitutionData,
+    state: StateStore,
 ):
     """The student zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
     yield from _publish(
-        context, config, LoadInput.students(deduplicated_students, staff_rows), bucket, institution
+        context, config, LoadInput.students(deduplicated_students, staff_rows), bucket, institution, state
     )
 
 
@@ -226,36 +228,18 @@ def _select_staff(staff_rows: pd.DataFrame) -> rules.Selection:
     )
 
 
-def _previous_patrons(
-    instance: dg.DagsterInstance, asset_key: dg.AssetKey, bucket: Bucket, patron_type: PatronType
-) -> tuple[int | None, str]:
-    """The patron count of this type's last successful load, and where it was found: this
-    instance's last materialization, else the count recorded in the newest zips in the bucket
-    (so a new or wiped instance still compares with what Alma last received)."""
-    event = instance.get_latest_materialization_event(asset_key)
-    entry = (
-        event.asset_materialization.metadata.get("patrons") if event and event.asset_materialization else None
-    )
-    if entry is not None:
-        return int(entry.value), "this instance's last load"
-    keys = latest_set(bucket.list_keys(), bucket.prefix, patron_type.name)
-    counts = [patrons_in_zip_tail(bucket.tail(key)) for key in keys]
-    if keys and None not in counts:
-        return sum(counts), f"the bucket's newest {patron_type.name} zips"
-    return None, "none"
-
-
 def _baseline(
-    instance: dg.DagsterInstance, log, bucket: Bucket, patron_type: PatronType, scratch: Path
+    state: StateStore, log, bucket: Bucket, patron_type: PatronType, scratch: Path
 ) -> tuple[changes.Baseline | None, str]:
-    """The last successful load of the type to compare with, and where it was found: this
-    instance's baseline, unless the bucket holds a newer load (another instance's) or this instance
-    has none (new, or wiped): then the bucket's newest zips, read back (docs/patron-rules.md §11)."""
-    stored = changes.read_baseline(storage.baseline_path(instance, patron_type.name))
+    """The last successful load of the type to compare with, and where it was found: the
+    deployment's baseline (its state store), unless the bucket holds a newer load (another
+    deployment's) or there is none (new, or wiped): then the bucket's newest zips, read back
+    (docs/patron-rules.md §11)."""
+    stored = state.read_baseline(patron_type.name)
     existing = bucket.list_keys()
     newest = newest_load_time(existing, bucket.prefix, patron_type.name)
     if stored is not None and (newest is None or stored.load_time >= newest):
-        return stored, f"this instance's last load ({stored.load_time:%Y-%m-%d %H:%M:%S} UTC)"
+        return stored, f"the last load ({stored.load_time:%Y-%m-%d %H:%M:%S} UTC)"
     keys = latest_set(existing, bucket.prefix, patron_type.name)
     if not keys:
         return None, "none"
@@ -298,11 +282,11 @@ class Prepared:
 
 def prepare(
     context: dg.OpExecutionContext,
-    asset_key: dg.AssetKey,
     config: ZipConfig,
     load: LoadInput,
     bucket: Bucket,
     institution: InstitutionData,
+    state: StateStore,
     moment: dt.datetime,
     scratch: Path,
 ) -> Prepared:
@@ -330,7 +314,7 @@ def prepare(
         config.max_invalid_share,
     )
     fingerprints = result.fingerprints.without(screening.left_out_indices)
-    baseline, previous_from = _baseline(context.instance, context.log, bucket, patron_type, scratch)
+    baseline, previous_from = _baseline(state, context.log, bucket, patron_type, scratch)
     comparison = changes.compare(baseline.fingerprints if baseline else None, fingerprints, previous_from)
     context.log.info(f"{patron_type.name}: {comparison.describe()}")
     loaded = sum(packaged.patrons for packaged in screening.zips)
@@ -340,7 +324,8 @@ def prepare(
         checks.check_shrink(
             patron_type.name,
             loaded,
-            *_previous_patrons(context.instance, asset_key, bucket, patron_type),
+            len(baseline.fingerprints) if baseline else None,  # the last load's count: one source
+            previous_from,
             config.max_drop_share,
             config.allow_shrink,
         ),
@@ -350,7 +335,12 @@ def prepare(
         *checks.informational(patron_type.name, result.counts, result.unknown_departments),
     ]
     prepared = Prepared(patron_type, outcomes, result, screening, comparison, fingerprints)
-    _write_report_files(context, prepared)
+    _write_report_files(context, state, prepared)
+    expired = state.remove_expired_reports()
+    if expired:
+        context.log.info(
+            f"removed {len(expired)} report file(s) older than {state.report_retention_days} days"
+        )
     return prepared
 
 
@@ -360,13 +350,14 @@ def _publish(
     load: LoadInput,
     bucket: Bucket,
     institution: InstitutionData,
+    state: StateStore,
 ):
     """Build a type's zips, check them, upload them, then (and only then) remove older zips and
     keep the load as the next one's baseline."""
     patron_type = load.patron_type
     moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    with storage.scratch(context.instance, context.run.run_id, patron_type.name) as scratch:
-        prepared = prepare(context, context.asset_key, config, load, bucket, institution, moment, scratch)
+    with scratch.scratch(context.instance, context.run.run_id, patron_type.name) as folder:
+        prepared = prepare(context, config, load, bucket, institution, state, moment, folder)
         for outcome in prepared.outcomes:
             yield dg.AssetCheckResult(
                 check_name=outcome.name,
@@ -412,8 +403,7 @@ def _publish(
     else:
         if stale:
             context.log.info(f"removed {len(stale)} older {patron_type.name} zip(s): {', '.join(stale)}")
-        baseline = changes.Baseline(prepared.fingerprints, moment, keys)
-        changes.write_baseline(storage.baseline_path(context.instance, patron_type.name), baseline)
+        state.write_baseline(patron_type.name, changes.Baseline(prepared.fingerprints, moment, keys))
     yield dg.MaterializeResult(
         metadata={
             "keys": keys,
@@ -456,13 +446,12 @@ def load_metadata(log, load: LoadInput, prepared: Prepared) -> dict:
     }
 
 
-def _write_report_files(context: dg.OpExecutionContext, prepared: Prepared) -> None:
+def _write_report_files(context: dg.OpExecutionContext, state: StateStore, prepared: Prepared) -> None:
     """The patrons the run report lists by primary id: metadata and logs keep counts only."""
     name, screening, comparison = prepared.patron_type.name, prepared.screening, prepared.comparison
     if screening is not None and screening.left_out:
         invalid = screening.left_out
-        storage.write_report_file(
-            context.instance,
+        state.write_report_file(
             context.run.run_id,
             f"{name}_invalid_users.csv",
             ("primary_id", "xml_file", "position", "reasons"),
@@ -471,8 +460,7 @@ def _write_report_files(context: dg.OpExecutionContext, prepared: Prepared) -> N
         what = "left out of the file" if screening.outcome.passed else "found; the type is held back"
         context.log.warning(f"{len(invalid)} invalid {name} user(s) {what}; the run report names them")
     if comparison is not None and comparison.previous is not None and len(comparison.changes):
-        storage.write_report_file(
-            context.instance,
+        state.write_report_file(
             context.run.run_id,
             f"{name}_changes.csv",
             ("primary_id", "change", "groups"),

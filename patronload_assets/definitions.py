@@ -4,7 +4,6 @@ import dagster as dg
 
 from . import assets
 from .alma_report import alma_job_sensor, alma_sis_job
-from .frames import ArrowFrameIOManager
 from .jobs import patronload_job, patronload_preview, warehouse_connection_test
 from .overdue import overdue_report
 from .schedules import daily_patronload
@@ -32,5 +31,5 @@ defs = dg.Definitions(
         overdue_report,
         *([alma_job_sensor(alma.poll_minutes)] if alma else []),
     ],
-    resources={**configured, "io_manager": ArrowFrameIOManager()},
+    resources=configured,
 )

@@ -1,19 +1,13 @@
-"""Warehouse rows between assets: Arrow-backed frames, stored as compressed Arrow files.
+"""Warehouse rows between assets: Arrow-backed frames (stored by :mod:`state`).
 
 A million rows of twenty text columns take about 300 MB as Arrow strings against well over a
-gigabyte as Python objects, and are written without pickling. The storage folder holds patron
-data: it and its files are readable by their owner only.
+gigabyte as Python objects, and are written without pickling.
 """
 
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 import pyarrow as pa
-import pyarrow.feather as feather
 
 from .domain.values import as_text
 
@@ -58,30 +52,3 @@ def records(frame: pd.DataFrame, keep: Sequence[int] | None = None) -> Iterator[
 
 def column(frame: pd.DataFrame, name: str) -> list[str | None]:
     return pa.Table.from_pandas(frame[[name]], preserve_index=False).column(0).to_pylist()
-
-
-class ArrowFrameIOManager(dg.ConfigurableIOManager):
-    """Frames as zstd-compressed Arrow (Feather) files in an owner-only folder."""
-
-    base_dir: str | None = None
-
-    def _path(self, asset_key: dg.AssetKey, instance: dg.DagsterInstance) -> Path:
-        base = Path(self.base_dir) if self.base_dir else Path(instance.storage_directory())
-        folder = base / "patronload_frames"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(folder, 0o700)
-        return folder / f"{'__'.join(asset_key.path)}.arrow"
-
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
-        path = self._path(context.asset_key, context.step_context.instance)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".writing-", delete=False) as partial:
-            os.chmod(partial.name, 0o600)
-            feather.write_feather(obj, partial.name, compression="zstd")
-        os.replace(partial.name, path)
-        context.add_output_metadata({"stored_bytes": path.stat().st_size})
-
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        """The frame, or only the ``columns`` the input's metadata names."""
-        path = self._path(context.asset_key, context.instance)
-        columns = (context.definition_metadata or {}).get("columns")
-        return feather.read_table(path, columns=columns).to_pandas(types_mapper=pd.ArrowDtype)

@@ -2,10 +2,11 @@ import datetime as dt
 
 import dagster as dg
 
-from . import storage
+from . import scratch
 from .assets import GROUP, LoadInput, ZipConfig, deduplicate_students, load_metadata, prepare, read_view
 from .domain.load import STAFF, STUDENT
 from .resources import Bucket, InstitutionData, Warehouse
+from .state import StateStore
 
 patronload_job = dg.define_asset_job(
     "patronload_job",
@@ -25,6 +26,7 @@ def preview_load(
     warehouse: Warehouse,
     bucket: Bucket,
     institution: InstitutionData,
+    state: StateStore,
 ) -> None:
     staff_rows, _ = read_view(context.log, warehouse, STAFF)
     student_rows, _ = read_view(context.log, warehouse, STUDENT)
@@ -33,8 +35,8 @@ def preview_load(
         name = load.patron_type.name
         moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
         asset_key = dg.AssetKey(f"{name}_zip")
-        with storage.scratch(context.instance, context.run.run_id, name) as scratch:
-            prepared = prepare(context, asset_key, config, load, bucket, institution, moment, scratch)
+        with scratch.scratch(context.instance, context.run.run_id, name) as folder:
+            prepared = prepare(context, config, load, bucket, institution, state, moment, folder)
         held_back = prepared.describe_blocked()
         if held_back:
             context.log.warning(f"a load now would hold {name} back: {held_back}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import importlib.resources
 import json
 import os
 import shutil
@@ -16,22 +18,22 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
 from .domain.load import Institution
-from .domain.packaging import AlmaLimits
+from .domain.packaging import AlmaLimits, object_key
 from .domain.synthetic import create_warehouse
 from .frames import frame_from_batches
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-SQL_DIR = PROJECT_DIR / "sql"
-
 
 def read_sql(name: str) -> str:
-    """A warehouse query from ``sql/``, as the DBA reviews it."""
-    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+    """A warehouse query from ``sql/``, as the DBA reviews it (installed as ``patronload_assets.sql``)."""
+    return (
+        importlib.resources.files("patronload_assets.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
+    )
 
 
 # -- Warehouse ----------------------------------------------------------------------------------
@@ -208,6 +210,11 @@ class Bucket(dg.ConfigurableResource):
 
     def list_keys(self) -> list[str]:
         """Every key under the prefix."""
+        return sorted(self.list_objects())
+
+    def list_objects(self, under: str | None = None) -> dict[str, dt.datetime]:
+        """Every key starting with ``under`` (default: the prefix's folder), with when it was
+        last written (UTC)."""
         raise NotImplementedError
 
     def delete(self, keys: list[str]) -> None:
@@ -216,13 +223,12 @@ class Bucket(dg.ConfigurableResource):
     def url(self, key: str) -> str:
         raise NotImplementedError
 
-    def tail(self, key: str, size: int = 1024) -> bytes:
-        """The last ``size`` bytes of an object (a zip's comment is at its very end)."""
+    def download(self, key: str, path: Path) -> None:
+        """The object at ``key`` into the file ``path``; ``FileNotFoundError`` when there is none."""
         raise NotImplementedError
 
-    def download(self, key: str, path: Path) -> None:
-        """The object at ``key`` into the file ``path``."""
-        raise NotImplementedError
+    def _folder(self) -> str:
+        return object_key(self.prefix, "")  # "alma/", or "" with no prefix
 
 
 class LocalBucket(Bucket):
@@ -230,11 +236,11 @@ class LocalBucket(Bucket):
 
     directory: str
 
-    def _path(self, key: str) -> Path:
+    def path_of(self, key: str) -> Path:
         return Path(self.directory) / key
 
     def upload(self, path: Path, key: str) -> None:
-        target = self._path(key)
+        target = self.path_of(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Copied under a hidden name, then renamed: the key appears whole or not at all.
         with (
@@ -246,31 +252,29 @@ class LocalBucket(Bucket):
         if target.stat().st_size != path.stat().st_size:
             raise OSError(f"{key}: stored size differs from the file written")
 
-    def list_keys(self) -> list[str]:
+    def list_objects(self, under: str | None = None) -> dict[str, dt.datetime]:
+        under = self._folder() if under is None else under
         root = Path(self.directory)
-        folder = root / self.prefix.strip("/")
+        # The deepest folder named whole by ``under``: "reports/run/" is a folder, "reports/ru" is not.
+        folder = root / under[: under.rfind("/") + 1]
         if not folder.is_dir():
-            return []
-        return sorted(
-            path.relative_to(root).as_posix()
-            for path in folder.rglob("*")
-            if path.is_file() and not path.name.startswith(".upload-")
-        )
+            return {}
+        found = {}
+        for path in folder.rglob("*"):
+            key = path.relative_to(root).as_posix()
+            if key.startswith(under) and path.is_file() and not path.name.startswith(".upload-"):
+                found[key] = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+        return found
 
     def delete(self, keys: list[str]) -> None:
         for key in keys:
-            self._path(key).unlink(missing_ok=True)
+            self.path_of(key).unlink(missing_ok=True)
 
     def url(self, key: str) -> str:
-        return str(self._path(key).resolve())
-
-    def tail(self, key: str, size: int = 1024) -> bytes:
-        with open(self._path(key), "rb") as stored:
-            stored.seek(max(0, stored.seek(0, os.SEEK_END) - size))
-            return stored.read()
+        return str(self.path_of(key).resolve())
 
     def download(self, key: str, path: Path) -> None:
-        shutil.copyfile(self._path(key), path)
+        shutil.copyfile(self.path_of(key), path)
 
 
 class S3Bucket(Bucket):
@@ -291,7 +295,7 @@ class S3Bucket(Bucket):
             {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
             if self.kms_key_id
             else {"ServerSideEncryption": "AES256"}
-        )
+        )  # every object encrypted at rest, whatever the bucket's default
         client = self._get_client()
         # A managed transfer: large files go up in parts, never read whole into memory.
         client.upload_file(str(path), self.bucket, key, ExtraArgs=encryption)
@@ -299,13 +303,12 @@ class S3Bucket(Bucket):
         if stored != path.stat().st_size:
             raise OSError(f"s3://{self.bucket}/{key}: stored size differs from the file written")
 
-    def list_keys(self) -> list[str]:
-        prefix = self.prefix.strip("/")
+    def list_objects(self, under: str | None = None) -> dict[str, dt.datetime]:
         paginator = self._get_client().get_paginator("list_objects_v2")
-        keys: list[str] = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{prefix}/" if prefix else ""):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-        return sorted(keys)
+        found = {}
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._folder() if under is None else under):
+            found.update((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
+        return found
 
     def delete(self, keys: list[str]) -> None:
         client = self._get_client()
@@ -319,12 +322,13 @@ class S3Bucket(Bucket):
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def tail(self, key: str, size: int = 1024) -> bytes:
-        response = self._get_client().get_object(Bucket=self.bucket, Key=key, Range=f"bytes=-{size}")
-        return response["Body"].read()
-
     def download(self, key: str, path: Path) -> None:
-        self._get_client().download_file(self.bucket, key, str(path))  # in parts, to disk
+        try:
+            self._get_client().download_file(self.bucket, key, str(path))  # in parts, to disk
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from None
+            raise
 
 
 # -- Institution --------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import time
 import dagster as dg
 from dagster._core.event_api import RunStatusChangeRecordsFilter
 
-from . import assets, reports, storage
+from . import assets, reports
 from .jobs import patronload_job, patronload_preview
 from .resources import Mailer
+from .state import StateStore
 
 PATRONLOAD_ASSETS = frozenset(
     key.to_user_string() for definition in dg.load_assets_from_modules([assets]) for key in definition.keys
@@ -45,14 +46,17 @@ def touches_patronload(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool
     )
 
 
-def run_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> reports.RunFacts:
-    """What the run's event log says: INFO+ lines, asset metadata, failed steps and errors."""
+def run_facts(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, state: StateStore | None = None
+) -> reports.RunFacts:
+    """What the run's event log says (INFO+ lines, asset metadata, failed steps and errors), and
+    with ``state`` the files it left there for its report."""
     entries = instance.all_logs(run.run_id)
     started = dt.datetime.fromtimestamp(entries[0].timestamp if entries else time.time(), dt.UTC)
     facts = reports.RunFacts(
         run.run_id, run.job_name, started, log_lines=[], preview=run.job_name == patronload_preview.name
     )
-    facts.files = storage.read_report_files(instance, run.run_id)
+    facts.files = state.read_report_files(run.run_id) if state is not None else {}
     for entry in entries:
         event = entry.dagster_event
         if entry.level >= logging.INFO and entry.user_message:
@@ -128,9 +132,9 @@ def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, des
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=description,
     )
-    def report_sensor(context: dg.SensorEvaluationContext, mailer: Mailer):
-        state = json.loads(context.cursor) if context.cursor else {}
-        after, pending = state.get("after"), dict(state.get("pending", {}))
+    def report_sensor(context: dg.SensorEvaluationContext, mailer: Mailer, state: StateStore):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        after, pending = cursor.get("after"), dict(cursor.get("pending", {}))
         instance = context.instance
         if after is None:
             records_filter = RunStatusChangeRecordsFilter(
@@ -154,7 +158,7 @@ def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, des
             if run is None:  # deleted from the instance: nothing left to report
                 del pending[run_id]
                 continue
-            facts = run_facts(instance, run)
+            facts = run_facts(instance, run, state)
             compose = reports.failure_message if failed else reports.success_message
             message = compose(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
             label = f"{facts.started:%Y%m%dT%H%M%S}-{run_id}-{'failure' if failed else 'success'}"

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from .alma_api import AlmaJobs
 from .resources import (
-    PROJECT_DIR,
     Bucket,
     InstitutionData,
     LocalBucket,
@@ -26,12 +26,15 @@ from .resources import (
     SqliteWarehouse,
     Warehouse,
 )
+from .state import REPORT_RETENTION_DAYS, BucketState, FrameIOManager, InstanceState, StateStore
 
-LOCAL_DIR = PROJECT_DIR / ".local"
+# The embedded defaults live in the working folder (the project root for make run and dagster dev),
+# never beside the installed package.
+LOCAL_DIR = Path(".local")
 LOCAL_DEFAULTS = {
-    "LOCAL_WAREHOUSE_PATH": str(LOCAL_DIR / "warehouse.sqlite3"),
-    "LOCAL_BUCKET_DIR": str(LOCAL_DIR / "bucket"),
-    "LOCAL_OUTBOX_DIR": str(LOCAL_DIR / "outbox"),
+    "LOCAL_WAREHOUSE_PATH": LOCAL_DIR / "warehouse.sqlite3",
+    "LOCAL_BUCKET_DIR": LOCAL_DIR / "bucket",
+    "LOCAL_OUTBOX_DIR": LOCAL_DIR / "outbox",
 }
 PRODUCTION_WORKSPACES = ("stage", "prod")
 WAREHOUSE_SETTINGS = (
@@ -41,7 +44,9 @@ WAREHOUSE_SETTINGS = (
     "DATA_WAREHOUSE_PORT",
 )
 BUCKET_SETTINGS = ("S3_BUCKET_NAME", "S3_PREFIX")
+STATE_SETTINGS = ("STATE_BUCKET_NAME",)  # what every task of a deployment reads: never a task's disk
 MAIL_SETTINGS = ("SES_RECIPIENT_EMAIL", "SES_SEND_FROM_EMAIL")
+STATE_PREFIX = "patronload/"
 
 
 class ConfigurationError(RuntimeError):
@@ -58,8 +63,8 @@ def _env(environ: Mapping[str, str], name: str):
 
 
 def local_setting(environ: Mapping[str, str], name: str):
-    """A ``LOCAL_*`` location: the variable when set, else the project's ``.local`` folder."""
-    return dg.EnvVar(name) if _present(environ, name) else LOCAL_DEFAULTS[name]
+    """A ``LOCAL_*`` location: the variable when set, else in the working folder's ``.local``."""
+    return dg.EnvVar(name) if _present(environ, name) else str(Path.cwd() / LOCAL_DEFAULTS[name])
 
 
 def workspace(environ: Mapping[str, str]) -> str:
@@ -73,7 +78,9 @@ def missing_production_settings(environ: Mapping[str, str]) -> list[str]:
         missing += [name for name in WAREHOUSE_SETTINGS if not _present(environ, name)]
         if not (_present(environ, "DATA_WAREHOUSE_SID") or _present(environ, "DATA_WAREHOUSE_SERVICE_NAME")):
             missing.append("DATA_WAREHOUSE_SID (or DATA_WAREHOUSE_SERVICE_NAME)")
-    missing += [name for name in (*BUCKET_SETTINGS, *MAIL_SETTINGS) if not _present(environ, name)]
+    missing += [
+        name for name in (*BUCKET_SETTINGS, *STATE_SETTINGS, *MAIL_SETTINGS) if not _present(environ, name)
+    ]
     return missing
 
 
@@ -104,6 +111,17 @@ def warehouse_resource(environ: Mapping[str, str]) -> Warehouse:
     return SqliteWarehouse(path=local_setting(environ, "LOCAL_WAREHOUSE_PATH"))
 
 
+def _s3(environ: Mapping[str, str]) -> S3Resource:
+    """The S3 client settings both buckets share (Alma's, and the state bucket)."""
+    return S3Resource(
+        endpoint_url=_env(environ, "S3_ENDPOINT_URL"),
+        region_name=_env(environ, "AWS_REGION") or _env(environ, "AWS_DEFAULT_REGION"),
+        aws_access_key_id=_env(environ, "AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_env(environ, "AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=_env(environ, "AWS_SESSION_TOKEN"),
+    )
+
+
 def bucket_resource(environ: Mapping[str, str]) -> Bucket:
     prefix = _env(environ, "S3_PREFIX") or ""
     if _present(environ, "S3_BUCKET_NAME"):
@@ -111,15 +129,23 @@ def bucket_resource(environ: Mapping[str, str]) -> Bucket:
             bucket=dg.EnvVar("S3_BUCKET_NAME"),
             prefix=prefix,
             kms_key_id=_env(environ, "S3_KMS_KEY_ID"),
-            s3=S3Resource(
-                endpoint_url=_env(environ, "S3_ENDPOINT_URL"),
-                region_name=_env(environ, "AWS_REGION") or _env(environ, "AWS_DEFAULT_REGION"),
-                aws_access_key_id=_env(environ, "AWS_ACCESS_KEY_ID"),
-                aws_secret_access_key=_env(environ, "AWS_SECRET_ACCESS_KEY"),
-                aws_session_token=_env(environ, "AWS_SESSION_TOKEN"),
-            ),
+            s3=_s3(environ),
         )
     return LocalBucket(directory=local_setting(environ, "LOCAL_BUCKET_DIR"), prefix=prefix)
+
+
+def state_resource(environ: Mapping[str, str]) -> StateStore:
+    """The state bucket when ``STATE_BUCKET_NAME`` is set, else the instance's storage folder."""
+    retention = _number(environ, "REPORT_RETENTION_DAYS", REPORT_RETENTION_DAYS)
+    if _present(environ, "STATE_BUCKET_NAME"):
+        bucket = S3Bucket(
+            bucket=dg.EnvVar("STATE_BUCKET_NAME"),
+            prefix=_env(environ, "STATE_PREFIX") or STATE_PREFIX,
+            kms_key_id=_env(environ, "S3_KMS_KEY_ID"),
+            s3=_s3(environ),
+        )
+        return BucketState(bucket=bucket, report_retention_days=retention)
+    return InstanceState(report_retention_days=retention)
 
 
 def institution_resource(environ: Mapping[str, str]) -> InstitutionData:
@@ -194,9 +220,12 @@ def resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     environ = os.environ if environ is None else environ
     check_workspace(environ)
     alma = alma_resource(environ)
+    state = state_resource(environ)
     return {
         "warehouse": warehouse_resource(environ),
         "bucket": bucket_resource(environ),
+        "state": state,
+        "io_manager": FrameIOManager(state=state),
         "institution": institution_resource(environ),
         "mailer": mailer_resource(environ),
         **({"alma": alma} if alma is not None else {}),

@@ -9,15 +9,17 @@ import dagster as dg
 
 from . import reports
 from .sensors import run_facts
+from .settings import resources
+from .state import StateStore
 
 
-def summary(instance: dg.DagsterInstance) -> tuple[bool, list[str]]:
+def summary(instance: dg.DagsterInstance, state: StateStore) -> tuple[bool, list[str]]:
     """Whether the newest run succeeded, and the lines that say what it loaded (or why it failed)."""
     records = instance.get_run_records(limit=1)
     if not records:
         return False, ["No run on this instance."]
     run = records[0].dagster_run
-    facts = run_facts(instance, run)
+    facts = run_facts(instance, run, state)
     succeeded = run.status == dg.DagsterRunStatus.SUCCESS
     lines = [
         f"Run {run.run_id}: {run.status.value}",
@@ -33,8 +35,11 @@ def summary(instance: dg.DagsterInstance) -> tuple[bool, list[str]]:
 
 
 def main() -> None:
-    with dg.DagsterInstance.get() as instance:
-        succeeded, lines = summary(instance)
+    with (
+        dg.DagsterInstance.get() as instance,
+        dg.build_resources({"state": resources()["state"]}, instance=instance) as built,
+    ):
+        succeeded, lines = summary(instance, built.state)
     print("\n".join(lines))
     sys.exit(0 if succeeded else 1)
 

@@ -1,5 +1,9 @@
+import glob
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,6 +82,22 @@ def student_row(**values):
     return clean_row(row)
 
 
+def state_resources(state=None) -> dict:
+    """The state store (default: the run's instance's storage folder) and the frames' IO manager
+    over it, as the code location has them."""
+    from patronload_assets.state import FrameIOManager, InstanceState
+
+    state = state or InstanceState()
+    return {"state": state, "io_manager": FrameIOManager(state=state)}
+
+
+def instance_state(instance):
+    """The state store of ``instance``, to read what its runs left (outside a run)."""
+    from patronload_assets.state import InstanceState
+
+    return InstanceState(base_dir=instance.storage_directory())
+
+
 def load(warehouse_path, bucket_dir, instance=None, run_config=None, **institution):
     """The whole lineage in process, on a SQLite warehouse and a local bucket (prefix ``alma``)."""
     import dagster as dg
@@ -92,7 +112,117 @@ def load(warehouse_path, bucket_dir, instance=None, run_config=None, **instituti
             "warehouse": SqliteWarehouse(path=str(warehouse_path)),
             "bucket": LocalBucket(directory=str(bucket_dir), prefix="alma"),
             "institution": InstitutionData(**institution),
+            **state_resources(),
         },
         run_config=run_config,
         raise_on_error=False,
     )
+
+
+PERSONAL_COLUMNS = {
+    "staff": ("EMAIL_ADDRESS", "PREFERRED_FIRST_NAME", "PREFERRED_LAST_NAME", "LEGAL_FIRST_NAME",
+              "LEGAL_LAST_NAME", "OFFICE_ADDRESS", "OFFICE_PHONE"),
+    "student": ("EMAIL_ADDRESS", "LEGAL_FIRST_NAME", "LEGAL_LAST_NAME", "TERM_STREET1", "TERM_STREET2",
+                "TERM_CITY", "TERM_ZIP", "TERM_PHONE1", "TERM_PHONE2", "OFFICE_PHONE"),
+}  # fmt: skip
+
+
+def patron_values(warehouse) -> set[str]:
+    """The names, emails, phones and addresses of a warehouse's patrons (five characters or more:
+    a state or a short name matches ordinary words)."""
+    import sqlite3
+
+    from patronload_assets.domain import rules
+    from patronload_assets.resources import read_sql
+
+    found = set()
+    with sqlite3.connect(warehouse) as connection:
+        for view, columns in PERSONAL_COLUMNS.items():
+            names = rules.STAFF_COLUMNS if view == "staff" else rules.STUDENT_COLUMNS
+            for row in connection.execute(read_sql(view)):
+                for column in columns:
+                    value = (row[names.index(column)] or "").strip()
+                    if len(value) >= 5:
+                        found.add(value)
+    return found
+
+
+def leaked(values: set[str], text: str) -> list[str]:
+    """The values found whole in ``text``: a ZIP code such as 02121 also occurs inside a float
+    timestamp (1764515186.02121) or a random temporary folder name, which is no leak."""
+    import re
+
+    def whole(value):
+        return rf"(?<![0-9A-Za-z.]){re.escape(value)}(?![0-9A-Za-z])"
+
+    return sorted(value for value in values if re.search(whole(value), text))
+
+
+# -- a throwaway PostgreSQL server, as RDS has it (SSL on) ------------------------------------------
+USER, PASSWORD, DATABASE = "dagster", "Pg-Recognisable-5150", "dagster"
+
+
+def postgres_binaries() -> Path | None:
+    initdb = shutil.which("initdb") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1:]), None
+    )
+    return Path(initdb).resolve().parent if initdb else None
+
+
+def as_server_user(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run it as the package's postgres user."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    binaries = postgres_binaries()
+    if binaries is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL's binaries are missing: .ci/run installs the postgresql package")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); CI installs it")
+    # Not under pytest's own temporary folder: that one is its owner's only, and the server may run
+    # as another user.
+    folder = Path(tempfile.mkdtemp(prefix="patronload-postgres-"))
+    data, socket_dir = folder / "data", folder / "socket"
+    socket_dir.mkdir()
+    (folder / "password").write_text(PASSWORD)
+    key, certificate = folder / "server.key", folder / "server.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
+         "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    key.chmod(0o600)
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        for path in folder.iterdir():
+            shutil.chown(path, "postgres")
+    initdb = [str(binaries / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={folder / 'password'}",
+              "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8"]  # fmt: skip
+    subprocess.run(as_server_user(initdb), check=True, capture_output=True)
+    port = free_port()
+    options = (
+        f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c ssl=on "
+        f"-c ssl_cert_file={certificate} -c ssl_key_file={key}"
+    )
+    started = subprocess.run(
+        as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"),
+                        "-w", "start"]),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if started.returncode != 0:
+        pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{(folder / 'log').read_text()[-2000:]}")
+    try:
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=port, user=USER, password=PASSWORD, dbname="postgres", sslmode="require"
+        )
+        connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+        connection.cursor().execute(f"CREATE DATABASE {DATABASE}")
+        connection.close()
+        yield port
+    finally:
+        subprocess.run(as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]))
+        shutil.rmtree(folder, ignore_errors=True)

@@ -17,6 +17,7 @@ from patronload_assets import alma_report, settings
 from patronload_assets.alma_api import AlmaApiError, AlmaJobs
 from patronload_assets.domain import alma_jobs, synthetic
 from patronload_assets.resources import OutboxMailer
+from patronload_assets.state import InstanceState
 
 from .alma_standin import JOB_ID, KEY, PROFILE_ID, StandInAlma, alma_time, counters, rejection
 from .conftest import load
@@ -157,6 +158,7 @@ class Ticks:
         self.resources = {
             "alma": alma_resource,
             "mailer": OutboxMailer(directory=str(outbox), workspace="test"),
+            "state": InstanceState(),
         }
 
     def __call__(self) -> dg.SensorResult:

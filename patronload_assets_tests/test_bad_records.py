@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from patronload_assets import assets, reports, sensors, storage
+from patronload_assets import assets, reports, scratch, sensors
 from patronload_assets.domain import checks, rules, synthetic
 from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT, Institution, build_zips
 from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
 
-from .conftest import assert_valid_users, load
+from .conftest import assert_valid_users, instance_state, load, state_resources
 
 # -- a few invalid users are left out, many hold the type back ---------------------------------------
 
@@ -68,11 +68,11 @@ def test_one_invalid_user_costs_that_user_and_is_named_in_the_report(tmp_path):
         result = load(warehouse, bucket, instance, template_dir=str(template_with_a_trap(tmp_path)))
         assert result.success
         run = instance.get_run_by_id(result.run_id)
-        facts = sensors.run_facts(instance, run)
+        facts = sensors.run_facts(instance, run, instance_state(instance))
         event_log = "\n".join(
             f"{e.user_message}\n{e.dagster_event!r}" for e in instance.all_logs(result.run_id)
         )
-        assert not list(storage.private_folder(instance, storage.SCRATCH).iterdir())  # nothing left behind
+        assert not list(scratch.private_folder(instance, scratch.SCRATCH).iterdir())  # nothing left behind
 
     document = staff_users(bucket)
     primary_ids = [user.findtext("primary_id") for user in document]
@@ -229,6 +229,7 @@ def test_two_loads_at_once_always_leave_the_newest_load_of_each_type_alone(tmp_p
                     "warehouse": SqliteWarehouse(path=str(warehouse)),
                     "bucket": SlowBucket(directory=str(bucket_dir), prefix="alma", pause_seconds=pause),
                     "institution": InstitutionData(),
+                    **state_resources(),
                 },
                 raise_on_error=False,
             )
@@ -266,13 +267,13 @@ def test_a_killed_runs_scratch_folder_is_removed_by_the_next_run(tmp_path):
     with dg.instance_for_test() as instance:
         gone = subprocess.Popen(["true"])
         gone.wait()  # a process that no longer exists, as after kill -9
-        crashed = storage.private_folder(instance, storage.SCRATCH, "0" * 36 + "-staff")
-        (crashed / storage.OWNER_FILE).write_text(f"{os.uname().nodename} {gone.pid}")
+        crashed = scratch.private_folder(instance, scratch.SCRATCH, "0" * 36 + "-staff")
+        (crashed / scratch.OWNER_FILE).write_text(f"{os.uname().nodename} {gone.pid}")
         (crashed / "staff_2026-11-30_05.00.00.zip").write_bytes(b"patron data")
-        alive = storage.private_folder(instance, storage.SCRATCH, "1" * 36 + "-staff")
-        (alive / storage.OWNER_FILE).write_text(f"{os.uname().nodename} {os.getpid()}")  # a run still going
+        alive = scratch.private_folder(instance, scratch.SCRATCH, "1" * 36 + "-staff")
+        (alive / scratch.OWNER_FILE).write_text(f"{os.uname().nodename} {os.getpid()}")  # a run still going
 
-        folder = storage.scratch_folder(instance, "2" * 36, "student")
+        folder = scratch.scratch_folder(instance, "2" * 36, "student")
         assert oct(folder.stat().st_mode & 0o777) == "0o700"
         assert oct(folder.parent.stat().st_mode & 0o777) == "0o700"
         assert not crashed.exists() and alive.exists()

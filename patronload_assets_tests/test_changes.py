@@ -13,13 +13,13 @@ import dagster as dg
 import pytest
 from lxml import etree
 
-from patronload_assets import jobs, reports, sensors, storage
+from patronload_assets import jobs, reports, sensors
 from patronload_assets.domain import changes, synthetic
 from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
 from patronload_assets.domain.packaging import rewrite_without
 from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse, read_sql
 
-from .conftest import load
+from .conftest import instance_state, load, state_resources
 
 ZIP_ASSETS = ("staff_zip", "student_zip")
 
@@ -90,6 +90,7 @@ def _preview_job(warehouse, bucket) -> dg.JobDefinition:
         "warehouse": SqliteWarehouse(path=str(warehouse)),
         "bucket": LocalBucket(directory=str(bucket), prefix="alma"),
         "institution": InstitutionData(),
+        **state_resources(),
     }
     return dg.Definitions(jobs=[jobs.patronload_preview], resources=resources).resolve_job_def(
         "patronload_preview"
@@ -264,11 +265,13 @@ def test_two_loads_report_exactly_what_changed_between_them(tmp_path):
         )
         assert students["changed_email"] == 25
         assert all(students[f"changed_{group}"] == 0 for group in changes.GROUPS if group != "email")
-        assert students["previous_load"].startswith("this instance's last load")
+        assert students["previous_load"].startswith("the last load (")
 
         # The run report: the section, and the patrons by primary id in an attachment.
         run = instance.get_run_by_id(second.run_id)
-        message = reports.success_message(sensors.run_facts(instance, run), "test", "a@b", ["c@d"])
+        message = reports.success_message(
+            sensors.run_facts(instance, run, instance_state(instance)), "test", "a@b", ["c@d"]
+        )
         body = message.get_body().get_content()
         assert "Changes since the last load:" in body
         assert "student_zip: 0 new, 15 departed, 25 changed" in body
@@ -289,7 +292,7 @@ def test_two_loads_report_exactly_what_changed_between_them(tmp_path):
             assert metadata["patrons_unchanged"] == metadata["patrons"]
             assert metadata["patrons_new"] == metadata["patrons_departed"] == metadata["patrons_changed"] == 0
         assert not [
-            path.name for path in storage.report_files(instance, third.run_id) if "changes" in path.name
+            name for name in instance_state(instance).read_report_files(third.run_id) if "changes" in name
         ]
 
     # A new instance over the same bucket (Alma has renamed the student zip it processed) finds its
@@ -297,7 +300,7 @@ def test_two_loads_report_exactly_what_changed_between_them(tmp_path):
     [student_zip] = (bucket / "alma").glob("student_*.zip")
     student_zip.rename(student_zip.with_name(student_zip.name + ".processed"))
     with dg.instance_for_test() as fresh:
-        assert not storage.baseline_path(fresh, "staff").exists()
+        assert instance_state(fresh).read_baseline("staff") is None
         fourth = load(warehouse, bucket, fresh)
         assert fourth.success
         for asset in ZIP_ASSETS:
@@ -305,7 +308,7 @@ def test_two_loads_report_exactly_what_changed_between_them(tmp_path):
             assert metadata["previous_load"].startswith("the bucket's newest")
             assert metadata["patrons_unchanged"] == metadata["patrons"] > 0
             assert metadata["patrons_new"] == metadata["patrons_departed"] == metadata["patrons_changed"] == 0
-        assert storage.baseline_path(fresh, "staff").exists()
+        assert len(instance_state(fresh).read_baseline("staff").fingerprints) > 0
 
 
 def test_a_swapped_student_view_of_the_same_size_is_held_back(tmp_path):
@@ -354,13 +357,14 @@ def test_a_preview_reports_what_a_load_would_change_and_touches_nothing(tmp_path
         _student_update(warehouse, f"DELETE FROM {synthetic.STUDENT_VIEW} WHERE KRB_NAME_UPPERCASE = ?",
                         [row["KRB_NAME_UPPERCASE"] for row in clean[:10]])  # fmt: skip
         bucket_before = {path.name: path.read_bytes() for path in (bucket / "alma").iterdir()}
-        baseline = storage.baseline_path(instance, "student")
-        baseline_before = baseline.read_bytes()
+        baseline = instance_state(instance).read_baseline("student")
 
         preview = preview_job.execute_in_process(instance=instance)
         assert preview.success
         assert {path.name: path.read_bytes() for path in (bucket / "alma").iterdir()} == bucket_before
-        assert baseline.read_bytes() == baseline_before
+        after = instance_state(instance).read_baseline("student")
+        assert (after.load_time, after.keys) == (baseline.load_time, baseline.keys)
+        assert after.fingerprints == baseline.fingerprints
         observed = {
             event.asset_key.path[-1]: {name: value.value for name, value in event.metadata.items()}
             for event in preview.get_asset_observation_events()
@@ -374,7 +378,9 @@ def test_a_preview_reports_what_a_load_would_change_and_touches_nothing(tmp_path
 
         run = instance.get_run_by_id(preview.run_id)
         assert sensors.touches_patronload(instance, run)
-        message = reports.success_message(sensors.run_facts(instance, run), "test", "a@b", ["c@d"])
+        message = reports.success_message(
+            sensors.run_facts(instance, run, instance_state(instance)), "test", "a@b", ["c@d"]
+        )
         assert message["Subject"].endswith("preview")
         body = message.get_body().get_content()
         assert "PREVIEW: nothing was uploaded or deleted" in body
@@ -404,5 +410,7 @@ def test_a_preview_tells_a_load_would_be_held_back(tmp_path, patron_type):
         ]
         assert "departures check failed" in observation.metadata["held_back"].value
         run = instance.get_run_by_id(preview.run_id)
-        body = reports.success_message(sensors.run_facts(instance, run), "t", "a@b", ["c@d"]).get_body()
+        body = reports.success_message(
+            sensors.run_facts(instance, run, instance_state(instance)), "t", "a@b", ["c@d"]
+        ).get_body()
         assert f"{patron_type}_zip" in body.get_content() and "hold it back: departures" in body.get_content()

@@ -12,7 +12,7 @@ import pytest
 from patronload_assets import summary
 from patronload_assets.domain import synthetic
 
-from .conftest import PROJECT_DIR, load
+from .conftest import PROJECT_DIR, instance_state, load
 from .environment import MATERIALIZE_ALL, embedded_environment
 
 BIN = Path(sys.executable).parent
@@ -69,9 +69,9 @@ def test_the_whole_load_from_the_root(tmp_path, name, home):
 def test_the_summary_make_run_prints(tmp_path):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 200, 300)
     with dg.instance_for_test() as instance:
-        assert summary.summary(instance) == (False, ["No run on this instance."])
+        assert summary.summary(instance, instance_state(instance)) == (False, ["No run on this instance."])
         assert load(warehouse, tmp_path / "bucket", instance).success
-        succeeded, lines = summary.summary(instance)
+        succeeded, lines = summary.summary(instance, instance_state(instance))
     assert succeeded
     text = "\n".join(lines)
     [staff_zip] = (tmp_path / "bucket" / "alma").glob("staff_*.zip")

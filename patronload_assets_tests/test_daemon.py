@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 from .conftest import PROJECT_DIR, free_port
@@ -31,9 +32,12 @@ def wait_for(condition, timeout, what, interval=1.0):
 
 
 @contextlib.contextmanager
-def running_dagster_dev(tmp_path, **settings):
-    """`dagster dev` on a fresh instance in ``tmp_path``, the embedded defaults there too."""
+def running_dagster_dev(tmp_path, instance: dict | None = None, **settings):
+    """`dagster dev` on a fresh instance in ``tmp_path`` (the project's dagster.yaml, or
+    ``instance``), the embedded defaults there too."""
     environment = embedded_environment(tmp_path, tmp_path / "home", **settings)
+    if instance is not None:
+        (tmp_path / "home" / "dagster.yaml").write_text(yaml.safe_dump(instance))
     port = free_port()
     log = open(tmp_path / "dagster-dev.log", "wb")  # noqa: SIM115 (closed at teardown)
     process = subprocess.Popen(

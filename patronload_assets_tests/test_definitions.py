@@ -20,6 +20,7 @@ PRODUCTION = {
     "DATA_WAREHOUSE_SID": "DWPROD",
     "S3_BUCKET_NAME": "alma-bucket",
     "S3_PREFIX": "alma",
+    "STATE_BUCKET_NAME": "patronload-state",
     "SES_RECIPIENT_EMAIL": "a@example.edu,b@example.edu",
     "SES_SEND_FROM_EMAIL": "noreply@example.edu",
 }
@@ -85,7 +86,8 @@ def test_production_workspace_refuses_to_load_without_every_setting(workspace):
         settings.resources({"WORKSPACE": workspace, "S3_BUCKET_NAME": "x"})
     message = str(raised.value)
     for name in ("DATA_WAREHOUSE_USER", "DATA_WAREHOUSE_PASSWORD", "DATA_WAREHOUSE_HOST", "S3_PREFIX",
-                 "SES_RECIPIENT_EMAIL", "SES_SEND_FROM_EMAIL", "DATA_WAREHOUSE_SID"):  # fmt: skip
+                 "SES_RECIPIENT_EMAIL", "SES_SEND_FROM_EMAIL", "DATA_WAREHOUSE_SID",
+                 "STATE_BUCKET_NAME"):  # fmt: skip
         assert name in message
     assert "S3_BUCKET_NAME" not in message
     assert settings.resources({**PRODUCTION, "WORKSPACE": workspace})

@@ -1,8 +1,6 @@
 """Production readiness: instance configuration, the connection test, secrets and patron data."""
 
 import importlib
-import re
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +11,10 @@ from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 
 from patronload_assets import assets, defs
-from patronload_assets.domain import rules, synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse, read_sql
+from patronload_assets.domain import synthetic
+from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
 
-from .conftest import PROJECT_DIR, free_port
+from .conftest import PROJECT_DIR, free_port, leaked, patron_values, state_resources
 from .environment import embedded_environment
 
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -27,7 +25,7 @@ PASSWORD = "Recognisable-Pa55word-4711"
 @pytest.mark.parametrize("path", INSTANCE_FILES, ids=lambda path: str(path.relative_to(PROJECT_DIR)))
 def test_instance_configuration_is_valid(path, monkeypatch):
     for name in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB", "DAGSTER_PG_USERNAME",
-                 "DAGSTER_PG_PASSWORD"):  # fmt: skip
+                 "DAGSTER_PG_PASSWORD", "STATE_BUCKET_NAME"):  # fmt: skip
         monkeypatch.setenv(name, "5432" if name.endswith("PORT") else "value")
     config, _ = dagster_instance_config(str(path.parent), path.name)  # raises on an invalid file
     for role in ("run_launcher", "run_coordinator", "compute_logs"):
@@ -99,33 +97,13 @@ def test_a_demo_runs_event_log_holds_no_patron_data(tmp_path):
                 "warehouse": SqliteWarehouse(path=str(warehouse)),
                 "bucket": LocalBucket(directory=str(tmp_path / "bucket")),
                 "institution": InstitutionData(),
+                **state_resources(),
             },
         )
         assert result.success
         event_log = "\n".join(
             f"{entry.user_message}\n{entry.dagster_event!r}" for entry in instance.all_logs(result.run_id)
         )
-    personal = {
-        "staff": ("EMAIL_ADDRESS", "PREFERRED_FIRST_NAME", "PREFERRED_LAST_NAME", "LEGAL_FIRST_NAME",
-                  "LEGAL_LAST_NAME", "OFFICE_ADDRESS", "OFFICE_PHONE"),
-        "student": ("EMAIL_ADDRESS", "LEGAL_FIRST_NAME", "LEGAL_LAST_NAME", "TERM_STREET1", "TERM_STREET2",
-                    "TERM_CITY", "TERM_ZIP", "TERM_PHONE1", "TERM_PHONE2", "OFFICE_PHONE"),
-    }  # fmt: skip
-    found = set()
-    with sqlite3.connect(warehouse) as connection:
-        for view, columns in personal.items():
-            names = rules.STAFF_COLUMNS if view == "staff" else rules.STUDENT_COLUMNS
-            for row in connection.execute(read_sql(view)):
-                for column in columns:
-                    value = (row[names.index(column)] or "").strip()
-                    if len(value) >= 5:  # shorter values (a state, a short name) match ordinary words
-                        found.add(value)
+    found = patron_values(warehouse)
     assert len(found) > 100
-
-    # Whole values only: a ZIP code such as 02121 also occurs inside a float timestamp (1764515186.02121)
-    # or a random temporary folder name, which is no leak.
-    def whole(value):
-        return rf"(?<![0-9A-Za-z.]){re.escape(value)}(?![0-9A-Za-z])"
-
-    leaked = sorted(value for value in found if re.search(whole(value), event_log))
-    assert leaked == []
+    assert leaked(found, event_log) == []

@@ -15,8 +15,9 @@ from dagster_aws.s3 import S3Resource
 from patronload_assets import assets, frames
 from patronload_assets.domain import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse, read_sql
+from patronload_assets.state import InstanceState
 
-from .conftest import FIXTURES, PROJECT_DIR, assert_valid_users
+from .conftest import FIXTURES, PROJECT_DIR, assert_valid_users, state_resources
 from .environment import MATERIALIZE_ALL, embedded_environment
 
 ALL_ASSETS = dg.load_assets_from_modules([assets])
@@ -46,6 +47,7 @@ def materialize(warehouse_path, bucket, raise_on_error=True):
             "warehouse": SqliteWarehouse(path=str(warehouse_path)),
             "bucket": bucket,
             "institution": InstitutionData(),
+            **state_resources(),
         },
         raise_on_error=raise_on_error,
     )
@@ -163,6 +165,7 @@ def test_department_table_conflict_fails_the_run_naming_the_codes(warehouse_path
             "institution": InstitutionData(
                 staff_departments_path=str(FIXTURES / "staff_departments_conflicting.json")
             ),
+            **state_resources(),
         },
         raise_on_error=False,
     )
@@ -211,12 +214,13 @@ def test_frames_between_assets_are_arrow_files_readable_by_their_owner_only(ware
             "warehouse": SqliteWarehouse(path=str(warehouse_path)),
             "bucket": LocalBucket(directory=str(tmp_path / "bucket")),
             "institution": InstitutionData(),
-            "io_manager": frames.ArrowFrameIOManager(base_dir=str(storage)),
+            **state_resources(InstanceState(base_dir=str(storage))),
         },
     )
     assert result.success
-    folder = storage / "patronload_frames"
-    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    root = storage / "patronload"
+    assert oct(root.stat().st_mode & 0o777) == "0o700"
+    folder = root / "frames"
     stored = sorted(path.name for path in folder.iterdir())
     assert stored == ["deduplicated_students.arrow", "staff_rows.arrow", "student_rows.arrow"]
     for path in folder.iterdir():

@@ -14,6 +14,8 @@ from patronload_assets.resources import InstitutionData, LocalBucket, OutboxMail
 from patronload_assets.settings import ConfigurationError
 from patronload_assets.timing import LoadTiming
 
+from .conftest import state_resources
+
 NEW_YORK = ZoneInfo("America/New_York")
 
 
@@ -94,6 +96,7 @@ def load_job(tmp_path):
                 "warehouse": SqliteWarehouse(path=str(warehouse_path)),
                 "bucket": LocalBucket(directory=str(tmp_path / "bucket")),
                 "institution": InstitutionData(),
+                **state_resources(),
             },
             raise_on_error=False,
         )

@@ -14,6 +14,7 @@ from patronload_assets import reports
 from patronload_assets.domain import synthetic
 from patronload_assets.resources import OutboxMailer, SesMailer
 from patronload_assets.sensors import failure_report, success_report
+from patronload_assets.state import InstanceState
 
 from .conftest import load
 
@@ -30,7 +31,9 @@ def instance():
 
 
 def tick(sensor, instance, mailer, cursor=None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"mailer": mailer})
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"mailer": mailer, "state": InstanceState()}
+    )
     result = sensor(context)
     return context, result
 

@@ -1,27 +1,20 @@
-"""Files a run keeps on the instance's storage: owner-only folders, since they hold patron data.
-
-- ``patronload_scratch/{run_id}-{type}``: a zip step's build folder, removed when the step ends; a
-  folder left by a crashed run (its process gone, or its run finished) is removed by the next step.
-- ``patronload_reports/{run_id}``: what the run report attaches (the users left out, new, departed
-  and changed, by primary id), read by the report sensors.
-- ``patronload_baselines/{type}.arrow``: the last successful load of a type, by primary id and
-  digests of its field groups (docs/patron-rules.md §11), which the next load compares with.
-"""
+"""A zip step's build folder on its own task's disk: ``{storage}/patronload_scratch/{run_id}-{type}``,
+owner-only since it holds patron data, removed when the step ends; a folder left by a crashed run
+(its process gone, or its run finished) is removed by the next step. Nothing here is read by
+another process: what is, is in :mod:`state`."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import shutil
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
-SCRATCH, REPORTS, BASELINES = "patronload_scratch", "patronload_reports", "patronload_baselines"
+SCRATCH = "patronload_scratch"
 OWNER_FILE = ".owner"
 
 
@@ -33,11 +26,6 @@ def private_folder(instance: dg.DagsterInstance, *parts: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)
     return folder
-
-
-def baseline_path(instance: dg.DagsterInstance, patron_type: str) -> Path:
-    """Where the last successful load of a type is kept for the next one to compare with."""
-    return private_folder(instance, BASELINES) / f"{patron_type}.arrow"
 
 
 def scratch_folder(instance: dg.DagsterInstance, run_id: str, name: str) -> Path:
@@ -82,28 +70,3 @@ def remove_abandoned_scratch(instance: dg.DagsterInstance) -> list[str]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
-
-
-def write_report_file(
-    instance: dg.DagsterInstance, run_id: str, name: str, header: Iterable[str], rows: Iterable[Iterable]
-) -> Path:
-    """A CSV the run report attaches (``name``), owner-only."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    path = private_folder(instance, REPORTS, run_id) / name
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text.getvalue())
-    return path
-
-
-def report_files(instance: dg.DagsterInstance, run_id: str) -> list[Path]:
-    folder = Path(instance.storage_directory()) / REPORTS / run_id
-    return sorted(folder.glob("*.csv")) if folder.is_dir() else []
-
-
-def read_report_files(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
-    """What a report attaches: each CSV of the folder by name."""
-    return {path.name: path.read_text(encoding="utf-8") for path in report_files(instance, run_id)}

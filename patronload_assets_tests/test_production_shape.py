@@ -1,0 +1,200 @@
+"""The deployment in the shape it ships: deploy/aws/dagster.yaml's instance on a real PostgreSQL
+(SSL on), a stand-in S3 over HTTP (moto's server) for Alma's bucket and the state bucket, the
+embedded warehouse, `dagster dev` running the daemon, webserver and sensors on the host's folders,
+and every run started in a process of its own that cannot see the host's instance storage folder
+or temp folder (isolated_runs.py), as each ECS task has a disk of its own."""
+
+import csv
+import datetime as dt
+import email
+import email.policy
+import io
+import os
+import shutil
+import subprocess
+import zipfile
+
+import boto3
+import pytest
+import yaml
+from lxml import etree
+
+from patronload_assets.domain import synthetic
+
+from .alma_standin import JOB_ID, KEY, StandInAlma, alma_time, counters, rejection
+from .conftest import DATABASE, PASSWORD, PROJECT_DIR, USER, leaked, patron_values, postgres_binaries
+from .test_changes import _add_staff, _clean_students, _student_update
+from .test_daemon import DAGSTER, finished, launch, running_dagster_dev, wait_for
+
+DEPLOY_INSTANCE = PROJECT_DIR / "deploy" / "aws" / "dagster.yaml"
+ALMA_BUCKET, STATE_BUCKET = "alma-bucket", "patronload-state"
+
+
+def isolation_possible() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "probe", "/mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture
+def isolated():
+    if not isolation_possible():
+        if os.environ.get("CI"):
+            pytest.fail("a private mount namespace is needed (root and unshare --mount): CI runs as root")
+        pytest.skip("needs root and unshare --mount for runs that cannot see the host's folders")
+
+
+def production_instance(home, host_tmp, moto_endpoint) -> dict:
+    """deploy/aws/dagster.yaml as it ships, but for where runs start (a process of their own here,
+    an ECS task there) and the stand-in S3's address for the step logs."""
+    instance = yaml.safe_load(DEPLOY_INSTANCE.read_text())
+    instance["run_launcher"] = {
+        "module": "patronload_assets_tests.isolated_runs",
+        "class": "IsolatedRunLauncher",
+        "config": {"hidden": [str(home / "storage"), str(host_tmp)]},
+    }
+    instance["compute_logs"]["config"]["endpoint_url"] = moto_endpoint
+    return instance
+
+
+def bucket_users(client, patron_type: str) -> list[str]:
+    """Primary ids of the type's newest zip in Alma's bucket, parsed here."""
+    keys = [item["Key"] for item in client.list_objects_v2(Bucket=ALMA_BUCKET)["Contents"]]
+    [key] = [key for key in keys if key.startswith(f"alma/{patron_type}_")]
+    data = client.get_object(Bucket=ALMA_BUCKET, Key=key)["Body"].read()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [
+            user.findtext("primary_id")
+            for name in archive.namelist()
+            for user in etree.fromstring(archive.read(name))
+        ]
+
+
+def report_of(outbox, run_id) -> email.message.EmailMessage:
+    [path] = sorted(outbox.glob(f"*{run_id}-success.eml"))
+    return email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+
+
+def attachments(message) -> dict[str, list[dict]]:
+    return {
+        part.get_filename(): list(csv.DictReader(io.StringIO(part.get_content())))
+        for part in message.iter_attachments()
+    }
+
+
+def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postgres, moto_endpoint, tmp_path):
+    host_tmp, home = tmp_path / "host-tmp", tmp_path / "home"
+    host_tmp.mkdir()
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 400, 600)
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    for name in (ALMA_BUCKET, STATE_BUCKET):
+        s3.create_bucket(Bucket=name)
+
+    def a_run_picks_up_the_files(standin: StandInAlma) -> None:
+        listed = s3.list_objects_v2(Bucket=ALMA_BUCKET).get("Contents", [])
+        if any(item["Key"].startswith("alma/student_") for item in listed) and "7001" not in standin.runs:
+            standin.rejected = bucket_users(s3, "student")[:2]
+            now = dt.datetime.now(dt.UTC)
+            standin.add_run("7001", now, "COMPLETED_SUCCESS", end_time=alma_time(now),
+                            counter=counters(created=5, updated=900, unchanged=3, rejected=2))  # fmt: skip
+            standin.events["7001"] = [
+                rejection(user, "Identifier already in use") for user in standin.rejected
+            ]
+
+    settings = {
+        "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres), "DAGSTER_PG_DB": DATABASE,
+        "DAGSTER_PG_USERNAME": USER, "DAGSTER_PG_PASSWORD": PASSWORD,
+        "S3_BUCKET_NAME": ALMA_BUCKET, "S3_PREFIX": "alma", "S3_ENDPOINT_URL": moto_endpoint,
+        "STATE_BUCKET_NAME": STATE_BUCKET,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "ALMA_API_KEY": KEY, "ALMA_SIS_JOB_ID": JOB_ID, "ALMA_POLL_MINUTES": "1",
+        # A deadline every minute, one minute late: with the schedule stopped, a missed one is reported.
+        "LOAD_SCHEDULE": "* * * * *", "LOAD_DEADLINE_MINUTES": "1", "LOAD_TIMEZONE": "UTC",
+        "TMPDIR": str(host_tmp), "PYTHONPATH": str(PROJECT_DIR),
+    }  # fmt: skip
+    outbox = tmp_path / "outbox"
+    with StandInAlma() as alma:
+        alma.on_list = a_run_picks_up_the_files
+        settings["ALMA_API_BASE_URL"] = alma.base_url
+        instance = production_instance(home, host_tmp, moto_endpoint)
+        with running_dagster_dev(tmp_path, instance, **settings) as (client, environment):
+            stopped = subprocess.run(
+                [DAGSTER, "schedule", "stop", "daily_patronload", "-w", "workspace.yaml"],
+                cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert stopped.returncode == 0, stopped.stderr[-2000:]
+
+            # A first load, every run in a task of its own.
+            first = launch(client)
+            assert wait_for(lambda: finished(client, first), 300, "the first load") == "SUCCESS"
+            wait_for(lambda: sorted(outbox.glob(f"*{first}-success.eml")), 120, "the first report", 2)
+
+            # The warehouse changes: seven new staff, 20 students with a new email address.
+            students = set(bucket_users(s3, "student"))
+            changed = [row["KRB_NAME_UPPERCASE"] for row in _clean_students(warehouse, students)[:20]]
+            assert len(changed) == 20
+            _add_staff(warehouse, 7)
+            _student_update(
+                warehouse,
+                f"UPDATE {synthetic.STUDENT_VIEW} SET EMAIL_ADDRESS = 'moved.' || EMAIL_ADDRESS "
+                "WHERE KRB_NAME_UPPERCASE = ?",
+                changed,
+            )
+            second = launch(client)
+            assert wait_for(lambda: finished(client, second), 300, "the second load") == "SUCCESS"
+            report = wait_for(lambda: sorted(outbox.glob(f"*{second}-success.eml")), 120, "its report", 2)
+            assert report
+            attached = attachments(report_of(outbox, second))
+            assert {row["primary_id"]: row["change"] for row in attached["staff_changes.csv"]} == {
+                f"ZZNEW{number}@MIT.EDU": "new" for number in range(7)
+            }
+            assert {row["primary_id"]: row["groups"] for row in attached["student_changes.csv"]} == {
+                f"{name.upper()}@MIT.EDU": "email" for name in changed
+            }
+
+            # student_zip alone: its inputs come from the state bucket, not from a disk it never had.
+            alone = client.submit_job_execution(
+                "patronload_job", repository_location_name="patronload_assets",
+                repository_name="__repository__", asset_selection=["student_zip"],
+            )  # fmt: skip
+            assert wait_for(lambda: finished(client, alone), 300, "student_zip alone") == "SUCCESS"
+
+            # The sensors in the code server still send the overdue report and Alma's verdict.
+            wait_for(lambda: sorted(outbox.glob("*-overdue*.eml")), 180, "an overdue report", 2)
+            [verdict] = wait_for(lambda: sorted(outbox.glob("alma-7001*.eml")), 200, "Alma's verdict", 2)
+            message = email.message_from_bytes(verdict.read_bytes(), policy=email.policy.default)
+            assert "users rejected: 2" in message.get_body(("plain",)).get_content()
+
+    # Each run's step logs are in the state bucket, and so is everything the runs shared.
+    state_keys = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=STATE_BUCKET)
+        for item in page.get("Contents", [])
+    ]
+    for run_id in (first, second, alone):
+        assert [key for key in state_keys if run_id in key and key.startswith("patronload/compute_logs/")]
+    assert {"patronload/frames/staff_rows.arrow", "patronload/baselines/student.arrow"} <= set(state_keys)
+    assert f"patronload/reports/{second}/student_changes.csv" in state_keys
+    for key in state_keys:  # every object encrypted at rest, as requested by the writer
+        assert s3.head_object(Bucket=STATE_BUCKET, Key=key).get("ServerSideEncryption") == "AES256", key
+    # Nothing of the load stayed on the host's disk: it was never there.
+    assert not (home / "storage" / "patronload").exists()
+
+    # No patron value in PostgreSQL: run history, event logs, asset metadata, sensor cursors.
+    dump = subprocess.run(
+        [str(postgres_binaries() / "pg_dump"), "--data-only", "-h", "127.0.0.1", "-p", str(postgres),
+         "-U", USER, DATABASE],
+        env={**os.environ, "PGPASSWORD": PASSWORD, "PGSSLMODE": "require"},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert first in dump and "student_zip" in dump  # the dump holds the runs
+    values = patron_values(warehouse)
+    assert len(values) > 100
+    assert leaked(values, dump) == []

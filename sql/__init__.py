@@ -1,0 +1,1 @@
+"""The warehouse queries, installed with the package as patronload_assets.sql (setup.py)."""
