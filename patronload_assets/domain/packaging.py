@@ -142,19 +142,10 @@ def _write_xml(entry, stream, count: int, batch: int = 2000) -> None:
     entry.write(USERS_CLOSE.encode("utf-8"))
 
 
-_COUNT_COMMENT = re.compile(rb"patronload patrons=(\d+)")
-
-
 def patron_count_comment(patrons: int) -> bytes:
-    """The zip comment that records how many patrons a zip holds: the next run reads it back
-    from the bucket (the end of a zip) when it has no history of its own to compare with."""
+    """The zip comment that records how many patrons a zip holds (``unzip -z`` shows it): for a
+    person looking at the bucket; the load reads counts from its baseline."""
     return f"patronload patrons={patrons}".encode()
-
-
-def patrons_in_zip_tail(tail: bytes) -> int | None:
-    """The patron count from the last bytes of a zip written here; ``None`` if there is none."""
-    found = _COUNT_COMMENT.findall(tail)
-    return int(found[-1]) if found else None
 
 
 def _load_time(name: str, patron_type: str, processed: bool) -> str | None:
