@@ -26,7 +26,7 @@ dev: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## web UI and daemon on
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: $(VENV)/.installed-dev ## build rate, and the whole lineage on N patrons per type (N=200000)
-	$(BIN)/python -m patronload_assets_tests.bench --lineage $${N:-200000}
+	$(BIN)/python -m patronload_assets_tests.bench --lineage $${N:-200000} $(BENCH_ARGS)
 
 db-test: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## connect to the warehouse, log its version
 	$(BIN)/dagster job execute -m patronload_assets -j warehouse_connection_test

@@ -3,13 +3,17 @@
 1. The domain's build rate: synthetic rows in memory to zipped XML, one core, best of three.
 2. The whole lineage from the command line (`dagster asset materialize`) on a generated SQLite
    warehouse of N patrons per type, twice (the second compares every user with the first):
-   wall time, and the peak memory of the largest process.
+   wall time, and the peak memory of the largest process. With ``--s3``, in the production shape:
+   Alma's bucket and the state bucket on moto's S3 server over HTTP (frames, report files and
+   baselines through S3), against the same loads on one machine's folders.
 
     python -m patronload_assets_tests.bench [--domain N] [--lineage N] [--skip-lineage] [--new-instance]
+                                            [--s3]
 """
 
 import argparse
 import datetime as dt
+import logging
 import os
 import resource
 import subprocess
@@ -51,25 +55,67 @@ def domain_rate(patrons: int, repeats: int = 3) -> None:
         )
 
 
-def lineage(patrons: int, fresh_instance: bool = False) -> None:
+def lineage(patrons: int, fresh_instance: bool = False, s3: bool = False) -> None:
     """Two loads of the same warehouse into the same bucket: the first (no previous load), then
     the daily case (every user compared with the first load's baseline; nothing changed). With
-    ``fresh_instance``, a third on a new instance, which reads its baseline back from the bucket."""
+    ``fresh_instance``, a third on a new instance, which reads its baseline back from the bucket.
+    With ``s3``, the same loads again in the production shape's buckets."""
     with tempfile.TemporaryDirectory(prefix="patronload-bench-") as scratch:
         folder = Path(scratch)
         started = time.perf_counter()
         synthetic.create_warehouse(folder / "dw.sqlite3", patrons, patrons)
         generated = time.perf_counter() - started
         print(f"warehouse: {patrons:,} staff + {patrons:,} students generated in {generated:.0f} s")
-        loads = [("first load", folder / "home"), ("second load", folder / "home")]
-        if fresh_instance:
-            loads.append(("new instance", folder / "home-new"))
-        for label, home in loads:
-            _load(folder, home, patrons, label)
+        shapes = [("one machine", folder / "home", {})]
+        if s3:
+            shapes.append(("S3 buckets", folder / "home-s3", _moto_buckets()))
+        for shape, home, settings in shapes:
+            loads = [("first load", home), ("second load", home)]
+            if fresh_instance:
+                loads.append(("new instance", home.with_name(home.name + "-new")))
+            for label, instance_home in loads:
+                _load(folder, instance_home, patrons, f"{shape}, {label}", settings)
 
 
-def _load(folder: Path, home: Path, patrons: int, label: str) -> None:
-    environment = embedded_environment(folder, home)
+def _moto_buckets() -> dict[str, str]:
+    """Alma's bucket and the state bucket on moto's S3 server (over HTTP, in this process)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from patronload_assets_tests.conftest import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line a request otherwise
+    port = free_port()
+    ThreadedMotoServer(ip_address="127.0.0.1", port=port).start()  # stops with the benchmark
+    settings = {
+        "S3_BUCKET_NAME": "alma-bucket", "S3_PREFIX": "alma", "STATE_BUCKET_NAME": "patronload-state",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+    }  # fmt: skip
+    client = boto3.client(
+        "s3", endpoint_url=settings["S3_ENDPOINT_URL"], region_name="us-east-1",
+        aws_access_key_id="bench", aws_secret_access_key="bench",
+    )  # fmt: skip
+    for name in (settings["S3_BUCKET_NAME"], settings["STATE_BUCKET_NAME"]):
+        client.create_bucket(Bucket=name)
+    return settings
+
+
+def _zip_sizes(folder: Path, settings: dict[str, str]) -> list[int]:
+    if not settings:
+        return [path.stat().st_size for path in (folder / "bucket").rglob("*.zip")]
+    import boto3
+
+    client = boto3.client(
+        "s3", endpoint_url=settings["S3_ENDPOINT_URL"], region_name="us-east-1",
+        aws_access_key_id="bench", aws_secret_access_key="bench",
+    )  # fmt: skip
+    listed = client.list_objects_v2(Bucket=settings["S3_BUCKET_NAME"]).get("Contents", [])
+    return [item["Size"] for item in listed if item["Key"].endswith(".zip")]
+
+
+def _load(folder: Path, home: Path, patrons: int, label: str, settings: dict[str, str]) -> None:
+    environment = embedded_environment(folder, home, **settings)
     command = [Path(sys.executable).parent / MATERIALIZE_ALL[0], *MATERIALIZE_ALL[1:]]
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -90,11 +136,11 @@ def _load(folder: Path, home: Path, patrons: int, label: str) -> None:
     if process.returncode != 0:
         print(stderr[-4000:])
         raise SystemExit("the lineage failed")
-    zips = sorted((folder / "bucket").rglob("*.zip"))
+    zips = _zip_sizes(folder, settings)
     print(
         f"{label}: {patrons:,} staff + {patrons:,} students through `dagster asset materialize` in "
         f"{wall:.1f} s wall, peak memory of the largest process {peak:,.0f} MiB; "
-        f"{len(zips)} zips, {sum(path.stat().st_size for path in zips) / 1e6:,.1f} MB"
+        f"{len(zips)} zips, {sum(zips) / 1e6:,.1f} MB"
     )
     os.environ["DAGSTER_HOME"] = str(home)  # the instance file reads it
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -172,10 +218,13 @@ def main() -> None:
         action="store_true",
         help="a third load on a new instance (baseline from the bucket)",
     )
+    parser.add_argument(
+        "--s3", action="store_true", help="also in the production shape: both buckets on moto's S3 server"
+    )
     arguments = parser.parse_args()
     domain_rate(arguments.domain)
     if not arguments.skip_lineage:
-        lineage(arguments.lineage, arguments.new_instance)
+        lineage(arguments.lineage, arguments.new_instance, arguments.s3)
 
 
 if __name__ == "__main__":
