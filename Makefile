@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.local/dagster_home
 
-.PHONY: run test dev lint bench db-test clean
+.PHONY: run test test-fast dev lint bench db-test alma-test clean
 
 LOG_DIR := .local/logs
 
@@ -18,18 +18,29 @@ run: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## the whole load on th
 	echo "Full log: $$log"; \
 	exit $$status
 
+# Both cores (pytest-xdist); tests that share the project root's throwaway instances run on one
+# worker (loadgroup). The slowest 15 print at the end, so the next slow test is seen the day it lands.
+PYTEST_PARALLEL := -n $${PYTEST_WORKERS:-2} --dist loadgroup --durations=15
+
 test: $(VENV)/.installed-test $(VENV)/.installed-dev ## install the test extra and run the tests
 	$(BIN)/ruff check patronload_assets patronload_assets_tests
-	$(BIN)/pytest patronload_assets_tests
+	$(BIN)/pytest $(PYTEST_PARALLEL) patronload_assets_tests
+
+test-fast: $(VENV)/.installed-test ## the domain and unit tests: no daemon, server or command line
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow" patronload_assets_tests
 
 dev: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## web UI and daemon on localhost:3000
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: $(VENV)/.installed-dev ## build rate, and the whole lineage on N patrons per type (N=200000)
+bench: $(VENV)/.installed-test $(VENV)/.installed-dev ## build rate, and the whole lineage on N patrons per type (N=200000)
 	$(BIN)/python -m patronload_assets_tests.bench --lineage $${N:-200000} $(BENCH_ARGS)
 
 db-test: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## connect to the warehouse, log its version
 	$(BIN)/dagster job execute -m patronload_assets -j warehouse_connection_test
+
+alma-test: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## read Alma's SIS job and its last runs (the key's first day)
+	@if [ -z "$$ALMA_API_KEY" ]; then echo "set ALMA_API_KEY and ALMA_SIS_JOB_ID (or ALMA_SIS_PROFILE_ID) first" >&2; exit 2; fi
+	$(BIN)/dagster job execute -m patronload_assets -j alma_connection_test
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check patronload_assets patronload_assets_tests

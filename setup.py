@@ -26,6 +26,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",  # make test over both cores
             "moto[server,s3,ses]>=5.1,<6",
             "hypothesis>=6.100,<7",
             "dagster-webserver>=1.13,<1.14",  # dagster dev and its GraphQL client, for the daemon test

@@ -3,7 +3,8 @@ import os
 import dagster as dg
 
 from . import assets
-from .alma_report import alma_job_sensor, alma_sis_job
+from .alma.first_day import alma_connection_test
+from .alma.verdict import alma_job_sensor, alma_sis_job
 from .jobs import patronload_job, patronload_preview, warehouse_connection_test
 from .overdue import overdue_report
 from .schedules import daily_patronload
@@ -23,7 +24,12 @@ executor = dg.multiprocess_executor.configured({"start_method": {"forkserver": {
 defs = dg.Definitions(
     assets=[*dg.load_assets_from_modules([assets]), *([alma_sis_job] if alma else [])],
     executor=executor,
-    jobs=[patronload_job, patronload_preview, warehouse_connection_test],
+    jobs=[
+        patronload_job,
+        patronload_preview,
+        warehouse_connection_test,
+        *([alma_connection_test] if alma else []),
+    ],
     schedules=[daily_patronload],
     sensors=[
         success_report,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from .domain import alma_jobs
+
 # Metadata entries of the zip assets summarised at the top of a report, in this order.
 SUMMARY_COUNTS = ("patrons", "zips", "zip_bytes")
 NOT_LISTED = (*SUMMARY_COUNTS, "rows", "columns", "rows_read", "stored_bytes")
@@ -200,11 +202,14 @@ def alma_job_message(
         and not name.startswith(("alma_users_", "alma_job_"))
         and type(value) is int
     ]
+    status = str(facts.get("alma_job_status") or "")
+    alerts = list(facts.get("alerts") or [])
     body = [
         f"Alma's SIS synchronize job run {facts.get('alma_job_instance_id')} for the load of {load_date}: "
-        f"{facts.get('alma_job_status')}.",
+        f"{status}.",
         f"Submitted {facts.get('alma_job_submitted') or 'unknown'}, "
         f"ended {facts.get('alma_job_ended') or 'unknown'}.",
+        *(["", "Alma's alerts on the run:", *(f"  {alert}" for alert in alerts)] if alerts else []),
         "",
         *counts,
         *others,
@@ -214,10 +219,17 @@ def alma_job_message(
         body.append(
             f"Users Alma rejected ({len(rows)}): they keep their accounts as they were, or have none."
         )
-        body += [f"  {row['primary_id']}: {row['reason']}" for row in rows[:50]]
+        body += [
+            f"  {row['primary_id']}: {row['reason']}"
+            if row.get("primary_id")
+            else f"  (no user of this load) {row.get('values') or row['reason']}"
+            for row in rows[:50]
+        ]
         if len(rows) > 50:
             body.append(f"  ... {len(rows) - 50} more in the attached alma_rejected_users.csv")
-    return _message(text, body, sender, recipients, files if rows else None)
+    # Anything but a clean success says so where it is seen first.
+    subject_text = text if status == alma_jobs.SUCCESS else f"{text} {status or 'status unknown'}"
+    return _message(subject_text, body, sender, recipients, files if rows else None)
 
 
 def _message(

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from .alma_api import AlmaJobs
+from .alma.api import AlmaJobs
 from .resources import (
     Bucket,
     InstitutionData,

@@ -1,10 +1,15 @@
-"""A stand-in for Alma's Jobs API, served over real HTTP on localhost: the documented paths and
-shapes (docs/patron-rules.md §12), scripted by each test."""
+"""A stand-in for Alma's Jobs API, served over real HTTP on localhost, answering only in the shapes
+Ex Libris publishes (docs/patron-rules.md §12): ``{total_record_count, job_instance}`` for a job's
+runs, ``rest_job_instance`` for one run (``counter`` values are strings, ``alert`` a list),
+``rest_events`` for its events (``event_id`` and ``event_key`` pairs with opaque numeric codes), and
+``errorList`` errors with Alma's codes (402217 a bad date, 40166410 a bad status, 60332 events of a
+job that is not USERS/SIS). Scripted by each test."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -12,6 +17,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KEY = "l8xx-test-key-not-a-secret"
 JOB_ID, PROFILE_ID = "S1234", "P5678"
+OTHER_JOB_ID = "M4321"  # a job of another category: its events are refused (60332)
+# Opaque, as Alma's are: the codes of an event's values are not published.
+USER_CODE, REASON_CODE = "99122741130001021", "99122741130002021"
+RUN_STATUSES = (
+    "QUEUED", "PENDING", "INITIALIZING", "RUNNING", "FINALIZING", "COMPLETED_SUCCESS", "COMPLETED_WARNING",
+    "COMPLETED_FAILED", "COMPLETED_NO_BULKS", "FAILED", "MANUAL_HANDLING_REQUIRED", "SKIPPED",
+    "SYSTEM_ABORTED", "USER_ABORTED",
+)  # fmt: skip
 
 
 def alma_time(moment: dt.datetime) -> str:
@@ -19,21 +32,33 @@ def alma_time(moment: dt.datetime) -> str:
 
 
 def counters(created=0, updated=0, unchanged=0, rejected=0, **others) -> list[dict]:
-    """A job report's counters, named by their description as Alma does."""
-    named = {"Users created": created, "Users updated": updated, "Users unchanged": unchanged,
-             "Users rejected": rejected, **others}  # fmt: skip
+    """A SIS job report's counters as the UI labels them; codes opaque, values strings."""
+    processed = created + updated + unchanged + rejected
+    named = {
+        "Total records processed": processed, "Total users processed": processed,
+        "Total users created successfully": created, "Total users updated successfully": updated,
+        "Total users unchanged": unchanged, "Total users rejected": rejected, **others,
+    }  # fmt: skip
     return [
-        {"type": {"value": f"C{index}", "desc": desc}, "value": str(value)}
+        {"type": {"value": f"9912274113000{index}021", "desc": desc}, "value": str(value)}
         for index, (desc, value) in enumerate(named.items())
     ]
 
 
-def rejection(primary_id: str, reason: str) -> dict:
+_event_ids = iter(range(26714670000011, 26714679999999, 100))
+
+
+def event(*values: str, codes: tuple[str, ...] = (USER_CODE, REASON_CODE)) -> dict:
+    """One ``rest_events`` event: its id and ``event_key`` pairs."""
     return {
-        "type": {"value": "USER_REJECTED", "desc": "User rejected"},
-        "description": reason,
-        "entity": {"value": primary_id, "desc": "User"},
+        "event_id": str(next(_event_ids)),
+        "event_key": [{"code": code, "value": value} for code, value in zip(codes, values, strict=False)],
     }
+
+
+def rejection(primary_id: str, reason: str) -> dict:
+    """An event of a rejected user: the user and Alma's reason, under codes nobody has published."""
+    return event(primary_id, reason)
 
 
 class StandInAlma:
@@ -52,14 +77,24 @@ class StandInAlma:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def add_run(self, instance_id: str, submitted: dt.datetime, status: str, **fields) -> dict:
+        running = status in RUN_STATUSES[:5]
         run = {
             "id": instance_id,
+            "external_id": "",
+            "name": "SIS synchronize - Patrons",
+            "submitted_by": {"value": "System", "desc": "System"},
             "submit_time": alma_time(submitted),
+            "start_time": alma_time(submitted + dt.timedelta(seconds=3)),
+            "progress": 40 if running else 100,
             "status": {"value": status, "desc": status.replace("_", " ").title()},
-            "progress": 100 if not status.startswith(("QUEUED", "RUNNING", "PENDING")) else 40,
+            "status_date": alma_time(submitted)[:10] + "Z",
+            "alert": [],
             "counter": [],
+            "action": [],
+            "job_info": {"id": JOB_ID, "name": "SIS synchronize", "type": {"value": "SIS"},
+                         "category": {"value": "USERS"}},
             **fields,
-        }
+        }  # fmt: skip
         with self._lock:
             self.runs[instance_id] = run
         return run
@@ -77,30 +112,44 @@ class StandInAlma:
         limit, offset = int(query.get("limit", 10)), int(query.get("offset", 0))
         if parts == ["conf", "jobs"]:
             jobs = (
-                [{"id": JOB_ID, "name": "SIS synchronize"}] if query.get("profile_id") == PROFILE_ID else []
+                [{"id": JOB_ID, "name": "SIS synchronize", "related_profile": {"value": PROFILE_ID}}]
+                if query.get("profile_id") == PROFILE_ID
+                else []
             )
             return 200, {"job": jobs, "total_record_count": len(jobs)}
-        if len(parts) < 4 or parts[:2] != ["conf", "jobs"] or parts[2] != JOB_ID or parts[3] != "instances":
-            return 404, {"errorsExist": True, "errorList": {"error": [{"errorMessage": "not found"}]}}
+        if len(parts) < 3 or parts[:2] != ["conf", "jobs"] or parts[2] not in (JOB_ID, OTHER_JOB_ID):
+            return error(400, "402213", "Job not found")
+        if len(parts) == 3:
+            category, kind = ("USERS", "SIS") if parts[2] == JOB_ID else ("ACQUISITIONS", "OTHER")
+            return 200, {"id": parts[2], "name": "SIS synchronize" if kind == "SIS" else "Export",
+                         "category": {"value": category}, "type": {"value": kind}}  # fmt: skip
+        if parts[3] != "instances":
+            return error(400, "402213", "Job not found")
         if len(parts) == 4:
             if self.on_list:
                 self.on_list(self)
-            since = query.get("submit_date_from", "0000")
+            since = query.get("submit_date_from", "0000-00-00")
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", since):
+                return error(400, "402217", "Invalid date format")
+            if query.get("status") and query["status"] not in RUN_STATUSES:
+                return error(400, "40166410", "Invalid status")
             listed = [
-                {key: run[key] for key in ("id", "submit_time", "status")}  # a list entry: no counters
+                {key: run[key] for key in ("id", "submit_time", "status", "progress")}  # no counters
                 for run in sorted(self.runs.values(), key=lambda run: run["submit_time"])
-                if run["submit_time"][:10] >= since
+                if run["submit_time"][:10] >= since and parts[2] == JOB_ID
             ]
-            return 200, {"job_instance": listed[offset : offset + limit], "total_record_count": len(listed)}
-        run = self.runs.get(parts[4])
+            return 200, {"total_record_count": len(listed), "job_instance": listed[offset : offset + limit]}
+        if parts[2] != JOB_ID and parts[5:] == ["events"]:
+            return error(400, "60332", "Only jobs of category and type USERS/SIS are supported")
+        run = self.runs.get(parts[4]) if parts[2] == JOB_ID else None
         if run is None:
-            return 404, {"errorsExist": True}
+            return error(400, "402219", "Job instance not found")
         if len(parts) == 5:
             return 200, run
         if parts[5:] == ["events"]:
             events = self.events.get(parts[4], [])
-            return 200, {"event": events[offset : offset + limit], "total_record_count": len(events)}
-        return 404, {"errorsExist": True}
+            return 200, {"total_record_count": len(events), "event": events[offset : offset + limit]}
+        return error(400, "402213", "Not found")
 
     def _handler(self):
         standin = self
@@ -113,12 +162,13 @@ class StandInAlma:
                     standin.requests.append(self.path)
                     failure = standin.fail_next.pop(0) if standin.fail_next else None
                 if self.headers.get("Authorization") != f"apikey {KEY}":
-                    status, body = (
-                        401,
-                        {"errorsExist": True, "errorList": {"error": [{"errorCode": "UNAUTHORIZED"}]}},
+                    status, body = error(
+                        401, "UNAUTHORIZED", "API-key not defined or not configured to allow this API."
                     )
                 elif failure:
-                    status, body = failure, {"errorsExist": True}
+                    status, body = error(
+                        failure, "PER_SECOND_THRESHOLD" if failure == 429 else "UNKNOWN", "Try again"
+                    )
                 else:
                     status, body = standin._answer(url.path, query)
                 data = json.dumps(body).encode()
@@ -134,3 +184,12 @@ class StandInAlma:
                 pass
 
         return Handler
+
+
+def error(status: int, code: str, message: str) -> tuple[int, dict]:
+    """Alma's error answer: ``errorsExist`` and an ``errorList``."""
+    return status, {
+        "errorsExist": True,
+        "errorList": {"error": [{"errorCode": code, "errorMessage": message, "trackingId": "E01-0112"}]},
+        "result": None,
+    }

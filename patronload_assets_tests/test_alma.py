@@ -1,9 +1,11 @@
 """Alma's verdict on a load (docs/patron-rules.md §12), against a stand-in Alma Jobs API over real
 HTTP: the client, the parsing, and the sensor that follows the job run after an upload."""
 
+import csv
 import datetime as dt
 import email
 import email.policy
+import io
 import json
 import os
 import time
@@ -13,13 +15,26 @@ import dagster as dg
 import pytest
 from lxml import etree
 
-from patronload_assets import alma_report, settings
-from patronload_assets.alma_api import AlmaApiError, AlmaJobs
+from patronload_assets import settings
+from patronload_assets.alma import verdict
+from patronload_assets.alma.api import AlmaApiError, AlmaJobs
 from patronload_assets.domain import alma_jobs, synthetic
 from patronload_assets.resources import OutboxMailer
 from patronload_assets.state import InstanceState
 
-from .alma_standin import JOB_ID, KEY, PROFILE_ID, StandInAlma, alma_time, counters, rejection
+from .alma_standin import (
+    JOB_ID,
+    KEY,
+    PROFILE_ID,
+    REASON_CODE,
+    RUN_STATUSES,
+    USER_CODE,
+    StandInAlma,
+    alma_time,
+    counters,
+    event,
+    rejection,
+)
 from .conftest import load
 
 
@@ -31,7 +46,7 @@ def alma():
 
 def _client(standin, **fields) -> AlmaJobs:
     return AlmaJobs(
-        api_key=KEY, base_url=standin.base_url, backoff_seconds=0.01, **{"job_id": JOB_ID, **fields}
+        **{"api_key": KEY, "base_url": standin.base_url, "backoff_seconds": 0.01, "job_id": JOB_ID, **fields}
     )
 
 
@@ -42,13 +57,17 @@ def test_a_job_run_is_read_by_its_counters_descriptions_and_tolerates_missing_fi
     run = alma_jobs.job_run(
         {
             "id": "77",
-            "status": {"value": "COMPLETED_FAILED", "desc": "Completed with errors"},
+            "status": {"value": "COMPLETED_WARNING", "desc": "Completed with warnings"},
             "submit_time": "2026-11-30T06:10:00.000Z",
+            "alert": [{"value": "alert_general_error", "desc": "Some users were rejected"}, {"value": "x"}],
             "counter": counters(created=5, updated=1200, unchanged=30000, rejected=3, **{"Users deleted": 2}),
         }
     )
-    assert (run.status, run.running, run.succeeded) == ("COMPLETED_FAILED", False, False)
+    assert (run.status, run.running, run.succeeded) == ("COMPLETED_WARNING", False, False)
+    assert run.alerts == ["Some users were rejected", "x"]
     assert run.counts == {
+        "records_processed": 31208,
+        "users_processed": 31208,
         "created": 5,
         "updated": 1200,
         "unchanged": 30000,
@@ -58,13 +77,27 @@ def test_a_job_run_is_read_by_its_counters_descriptions_and_tolerates_missing_fi
     assert run.submitted == dt.datetime(2026, 11, 30, 6, 10, tzinfo=dt.UTC) and run.ended is None
     metadata = run.metadata()
     assert metadata["alma_users_rejected"] == 3 and metadata["alma_users_deleted"] == 2
+    assert metadata["alma_records_processed"] == 31208 and metadata["alma_job_alerts"] == 2
     assert [alma_jobs.counter_name(desc) for desc in (
-        "Number of users created", "Users not changed", "Number of rejected users", "Users failed",
-        "New users", "Users deleted", "",
-    )] == ["created", "unchanged", "rejected", "rejected", "created", "users_deleted", "unnamed"]  # fmt: skip
-    bare = alma_jobs.job_run({"id": "78"})
-    assert bare.running and bare.counts == {} and bare.metadata()["alma_users_created"] == 0
+        "Total users created successfully", "Total users updated successfully", "Total users unchanged",
+        "Total users rejected", "Number of users created", "Users not changed", "Users failed", "New users",
+        "Users deleted", "Total records processed", "",
+    )] == ["created", "updated", "unchanged", "rejected", "created", "unchanged", "rejected", "created",
+           "users_deleted", "records_processed", "unnamed"]  # fmt: skip
+    bare = alma_jobs.job_run(
+        {"id": "78", "counter": {"type": {"desc": "Total users rejected"}, "value": "7"}}
+    )
+    assert bare.running and bare.counts == {"rejected": 7} and bare.metadata()["alma_users_created"] == 0
+    assert bare.alerts == []
     assert alma_jobs.job_run({"id": "79", "status": {"value": "FINALIZING"}}).running
+
+
+@pytest.mark.parametrize("status", RUN_STATUSES)
+def test_every_published_status_is_at_work_or_an_end(status):
+    run = alma_jobs.job_run({"id": "1", "status": {"value": status}})
+    assert run.running == (status in ("QUEUED", "PENDING", "INITIALIZING", "RUNNING", "FINALIZING"))
+    assert run.running != (status in alma_jobs.ENDED_STATES)
+    assert run.succeeded == (status == "COMPLETED_SUCCESS")
 
 
 def test_the_run_after_an_upload_is_the_first_submitted_after_it_not_yet_reported():
@@ -80,23 +113,37 @@ def test_the_run_after_an_upload_is_the_first_submitted_after_it_not_yet_reporte
     assert alma_jobs.first_run_after(runs, upload + dt.timedelta(days=1)) is None
 
 
-def test_rejections_are_the_events_that_did_not_load_a_user():
+def test_each_event_is_a_rejected_user_named_as_sent_with_alma_s_reason():
+    sent = {primary_id.upper(): primary_id for primary_id in ("AB@MIT.EDU", "Cd@MIT.EDU", "EF@MIT.EDU")}
     events = [
-        rejection("AB@MIT.EDU", "Identifier 9000 is already used by another user"),
-        {"type": {"value": "USER_UPDATED", "desc": "User updated"}, "entity": {"value": "CD@MIT.EDU"}},
+        rejection("ab@mit.edu", "Identifier 9000 is already used by another user"),  # echoed in another case
+        event("Invalid user group  31X", " EF@MIT.EDU "),  # the user in any position
+        event("User Cd@mit.edu could not be updated: expiry date in the past."),  # inside a sentence
+        event("ZZ@MIT.EDU", "Unknown user"),  # no user of this load
         {
-            "type": {"value": "SIS_ERROR"},
-            "description": "Invalid user group  31X",
-            "entity": {"value": "EF@MIT.EDU"},
+            "event_id": "9",
+            "event_key": {"code": "1", "value": "AB@MIT.EDU"},
+            "note": "one object, not a list",
         },
-        {"description": "no entity at all"},
+        {"event_id": "10"},  # nothing said
+        "not an event",
     ]
-    found = alma_jobs.rejections(events)
+    found = alma_jobs.rejections(events, sent)
     assert [(r.primary_id, r.reason) for r in found] == [
         ("AB@MIT.EDU", "Identifier 9000 is already used by another user"),
         ("EF@MIT.EDU", "Invalid user group 31X"),
-        ("(not named)", "no entity at all"),
+        ("Cd@MIT.EDU", "User Cd@mit.edu could not be updated: expiry date in the past."),
+        ("", "ZZ@MIT.EDU | Unknown user"),
+        ("AB@MIT.EDU", "one object, not a list"),
+        ("", "(no reason given)"),
     ]
+    assert found[0].described() == (
+        f"{USER_CODE}=ab@mit.edu; {REASON_CODE}=Identifier 9000 is already used by another user"
+    )
+    assert (
+        found[3].event_id == events[3]["event_id"]
+        and found[4].described() == "1=AB@MIT.EDU; note=one object, not a list"
+    )
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -112,8 +159,11 @@ def test_the_client_pages_events_and_retries_429_and_500(alma):
     assert listed["id"] == "900"
     assert sum(1 for path in alma.requests if "/instances?" in path) == 3  # two retried, one answered
     events = list(client.job_events(JOB_ID, "900"))
-    assert [event["entity"]["value"] for event in events] == [f"U{number}@MIT.EDU" for number in range(250)]
+    assert [found["event_key"][0]["value"] for found in events] == [
+        f"U{number}@MIT.EDU" for number in range(250)
+    ]
     assert sum(1 for path in alma.requests if "/events?" in path) == 3  # pages of 100
+    assert client.job_event_count(JOB_ID, "900") == 250
     assert _client(alma, job_id=None, profile_id=PROFILE_ID).sis_job_id() == JOB_ID
 
 
@@ -121,7 +171,17 @@ def test_client_errors_name_the_call_and_status_never_the_key(alma):
     wrong = AlmaJobs(api_key="l8xx-wrong-key", base_url=alma.base_url, job_id=JOB_ID, backoff_seconds=0.01)
     with pytest.raises(AlmaApiError) as raised:
         wrong.job_instance(JOB_ID, "1")
-    assert str(raised.value) == f"GET /conf/jobs/{JOB_ID}/instances/1: HTTP 401"
+    assert str(raised.value).startswith(
+        f"GET /conf/jobs/{JOB_ID}/instances/1: HTTP 401 (error UNAUTHORIZED: "
+    )
+    with pytest.raises(
+        AlmaApiError, match=r"GET /conf/jobs/M4321/instances/1/events: HTTP 400 \(error 60332: "
+    ):
+        _client(alma).job_event_count("M4321", "1")  # a job that is not USERS/SIS
+    with pytest.raises(AlmaApiError, match=r"HTTP 400 \(error 402217: Invalid date format\)"):
+        _client(alma)._get(f"/conf/jobs/{JOB_ID}/instances", {"submit_date_from": "30/11/2026"})
+    with pytest.raises(AlmaApiError, match=r"HTTP 400 \(error 40166410: Invalid status\)"):
+        _client(alma)._get(f"/conf/jobs/{JOB_ID}/instances", {"status": "DONE"})
     alma.fail_next = [500] * 5
     with pytest.raises(AlmaApiError, match=r"GET /conf/jobs/S1234/instances: HTTP 500"):
         _client(alma, attempts=5).job_instances(JOB_ID, dt.date.today())
@@ -154,7 +214,7 @@ class Ticks:
 
     def __init__(self, instance, alma_resource: AlmaJobs, outbox):
         self.instance, self.cursor = instance, None
-        self.sensor = alma_report.alma_job_sensor(1)
+        self.sensor = verdict.alma_job_sensor(1)
         self.resources = {
             "alma": alma_resource,
             "mailer": OutboxMailer(directory=str(outbox), workspace="test"),
@@ -168,6 +228,14 @@ class Ticks:
         result = self.sensor(context)
         self.cursor = context.cursor
         return result
+
+
+def _sent(bucket, patron_type: str) -> list[str]:
+    """The primary ids of the type's zip in the bucket, as written (parsed here)."""
+    [path] = (bucket / "alma").glob(f"{patron_type}_*.zip")
+    with zipfile.ZipFile(path) as archive:
+        users = etree.fromstring(archive.read(archive.namelist()[0]))
+    return [user.findtext("primary_id") for user in users]
 
 
 def _emails(outbox) -> list[email.message.EmailMessage]:
@@ -194,14 +262,18 @@ def test_the_sensor_follows_the_run_after_an_upload_and_reports_it_once(tmp_path
         assert ticks().asset_events == [] and not list(outbox.glob("*"))
         assert json.loads(ticks.cursor)["following"] == "5001"
 
+        sent = _sent(tmp_path / "bucket", "student")[:60] + _sent(tmp_path / "bucket", "staff")[:59]
         alma.runs["5001"].update(
-            status={"value": "COMPLETED_FAILED", "desc": "Completed with errors"},
+            status={"value": "COMPLETED_WARNING", "desc": "Completed with warnings"},
             end_time="2026-11-30T07:00:00Z",
+            alert=[{"value": "alert_sis_rejected", "desc": "Some users were not loaded"}],
             counter=counters(created=4, updated=150, unchanged=40, rejected=120),
         )
+        # Alma echoes the primary ids in lower case; one event names nobody this load sent.
         alma.events["5001"] = [
-            rejection(f"R{number}@MIT.EDU", f"Identifier {number} in use") for number in range(120)
-        ]
+            rejection(primary_id.lower(), f"Identifier {number} in use")
+            for number, primary_id in enumerate(sent)
+        ] + [event("Record 120 has no primary identifier", "NOBODY@MIT.EDU")]
         result = ticks()
         [materialization] = result.asset_events
         assert materialization.asset_key == dg.AssetKey("alma_sis_job")
@@ -209,20 +281,25 @@ def test_the_sensor_follows_the_run_after_an_upload_and_reports_it_once(tmp_path
         assert (metadata["alma_users_created"], metadata["alma_users_updated"]) == (4, 150)
         assert (metadata["alma_users_unchanged"], metadata["alma_users_rejected"]) == (40, 120)
         assert (
-            metadata["alma_job_status"] == "COMPLETED_FAILED" and metadata["alma_job_instance_id"] == "5001"
+            metadata["alma_job_status"] == "COMPLETED_WARNING" and metadata["alma_job_instance_id"] == "5001"
         )
+        assert (metadata["alma_rejected_users_listed"], metadata["alma_rejected_users_named"]) == (120, 119)
         [message] = _emails(outbox)
-        assert message["Subject"] == f"TEST Patronload Alma job {uploaded.date().isoformat()}"
+        assert (
+            message["Subject"] == f"TEST Patronload Alma job {uploaded.date().isoformat()} COMPLETED_WARNING"
+        )
         body = message.get_body(("plain",)).get_content()
-        assert "COMPLETED_FAILED" in body and "users rejected: 120" in body and "users created: 4" in body
+        assert "COMPLETED_WARNING" in body and "users rejected: 120" in body and "users created: 4" in body
+        assert "Alma's alerts on the run:\n  Some users were not loaded" in body
+        assert f"  {sent[0]}: Identifier 0 in use" in body  # the primary id as sent, Alma's reason
         [attachment] = list(message.iter_attachments())
         assert attachment.get_filename() == "alma_rejected_users.csv"
-        lines = attachment.get_content().splitlines()
-        assert (
-            lines[0] == "primary_id,reason"
-            and len(lines) == 121
-            and lines[120] == "R119@MIT.EDU,Identifier 119 in use"
-        )
+        rows = list(csv.DictReader(io.StringIO(attachment.get_content())))
+        assert list(rows[0]) == ["primary_id", "reason", "event_id", "values"] and len(rows) == 120
+        assert [row["primary_id"] for row in rows[:119]] == sent
+        assert rows[0]["values"] == f"{USER_CODE}={sent[0].lower()}; {REASON_CODE}=Identifier 0 in use"
+        assert rows[119]["primary_id"] == "" and "NOBODY@MIT.EDU" in rows[119]["values"]
+        assert rows[119]["event_id"] == alma.events["5001"][119]["event_id"]
         assert KEY not in body
 
         # Reported once: later ticks, and runs before the next upload, change nothing.
@@ -250,6 +327,7 @@ def test_a_job_that_never_starts_is_reported_at_the_wait_limit(tmp_path, alma):
         assert len(_emails(outbox)) == 1
 
 
+@pytest.mark.slow
 def test_under_dagster_dev_a_load_is_followed_by_alma_s_verdict(tmp_path):
     """The daemon path: a real `dagster dev` with the stand-in configured, a load launched as the UI
     does, the stand-in's job run picking up the files: one email, and alma_sis_job materialized."""
@@ -310,3 +388,51 @@ def test_under_dagster_dev_a_load_is_followed_by_alma_s_verdict(tmp_path):
             time.sleep(70)  # another tick: the run is reported once
             assert len(list((tmp_path / "outbox").glob("alma-*.eml"))) == 1
             assert all(KEY not in path.read_text() for path in (tmp_path / "outbox").glob("*.eml"))
+
+
+# -- the first-day check ----------------------------------------------------------------------------
+
+
+def _first_day(alma, **fields):
+    from patronload_assets.alma.first_day import alma_connection_test
+
+    with dg.instance_for_test() as instance:
+        result = alma_connection_test.execute_in_process(
+            instance=instance, resources={"alma": _client(alma, **fields)}, raise_on_error=False
+        )
+        lines = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    return result, "\n".join(lines)
+
+
+def test_the_first_day_check_reports_the_job_s_last_runs_without_a_value_of_an_event(alma):
+    now = dt.datetime.now(dt.UTC)
+    for number, status in enumerate(
+        ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "COMPLETED_SUCCESS", "RUNNING")
+    ):
+        alma.add_run(
+            f"70{number}", now - dt.timedelta(days=4 - number), status,
+            end_time=alma_time(now - dt.timedelta(days=4 - number, minutes=-9)),
+            counter=counters(created=number, updated=100 + number, rejected=2),
+        )  # fmt: skip
+    alma.events["703"] = [rejection("SECRET@MIT.EDU", "Identifier 4711 is held by Jane Roe")] * 2
+    result, log = _first_day(alma, job_id=None, profile_id=PROFILE_ID)
+    assert result.success, log[-2000:]
+    assert f"job {JOB_ID}, 'SIS synchronize', category USERS, type SIS" in log
+    assert "4 run(s) of job" in log
+    assert "run 700" not in log  # the last three only
+    assert "run 701: COMPLETED_FAILED (submitted " in log and "created 1, " in log and "updated 101" in log
+    assert "run 703: RUNNING" in log and "run 703: 2 event(s)" in log
+    assert "SECRET" not in log and "4711" not in log and "Jane Roe" not in log and KEY not in log
+
+
+def test_the_first_day_check_fails_naming_the_call_when_the_job_is_not_users_sis_or_the_key_wrong(alma):
+    alma.add_run("800", dt.datetime.now(dt.UTC), "COMPLETED_SUCCESS")
+    result, _ = _first_day(alma, job_id="M4321")
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    assert "GET /conf/jobs/M4321: HTTP 200, but the job is ACQUISITIONS/OTHER, not USERS/SIS" in str(
+        failure.step_failure_data.error
+    )
+    result, _ = _first_day(alma, api_key="l8xx-no-rights")
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    assert f"GET /conf/jobs/{JOB_ID}: HTTP 401" in str(failure.step_failure_data.error)

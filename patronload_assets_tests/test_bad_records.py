@@ -154,13 +154,60 @@ def test_line_breaks_tabs_and_separators_become_single_spaces_in_the_files(tmp_p
     assert metadata["whitespace_normalised"].value == 4  # the trimmed email is no repair
 
 
+def test_a_hostile_warehouse_loads_with_no_control_or_invisible_character_in_any_value(
+    tmp_path, users_schema
+):
+    """DEL, C1 controls, bidirectional controls, zero-width characters and soft hyphens in every text
+    field of every row: each is removed and counted, the joiners that spell names stay."""
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 80, 120)
+    hostile = FORBIDDEN[-5:] + INVISIBLE  # DEL, C1 ... bidi, zero-width space, word joiner, soft hyphen
+    with sqlite3.connect(warehouse) as connection:
+        for view, columns in (
+            (synthetic.STAFF_VIEW, STAFF.columns),
+            (synthetic.STUDENT_VIEW, STUDENT.columns),
+        ):
+            for number, column in enumerate(columns):
+                before, inside = hostile[number % len(hostile)], hostile[(number + 7) % len(hostile)]
+                connection.execute(
+                    f"UPDATE {view} SET {column} = ? || substr({column}, 1, 1) || ? || substr({column}, 2) "
+                    f"WHERE {column} IS NOT NULL AND {column} <> ''",
+                    (before, inside),
+                )
+        connection.execute(
+            f"UPDATE {synthetic.STAFF_VIEW} SET LEGAL_FIRST_NAME = ? WHERE rowid = 1",
+            ("\u0645\u06cc\u200c\u0631",),
+        )
+    connection.close()
+    result = load(warehouse, tmp_path / "bucket")
+    assert result.success
+    never = set(FORBIDDEN + INVISIBLE)
+    values = []
+    for path in sorted((tmp_path / "bucket" / "alma").glob("*.zip")):
+        with zipfile.ZipFile(path) as archive:
+            document = assert_valid_users(users_schema, archive.read(archive.namelist()[0]))
+        for element in document.iter():
+            values += [element.text] if len(element) == 0 and element.text else []
+            values += list(element.attrib.values())
+    assert len(values) > 2000
+    assert [value for value in values if set(value) & never] == []
+    assert "\u0645\u06cc\u200c\u0631" in values  # the zero-width non-joiner spells the name
+    for asset in ("staff_zip", "student_zip"):
+        metadata = result.asset_materializations_for_node(asset)[0].metadata
+        assert metadata["control_characters_removed"].value > 0
+        assert metadata["invisible_characters_removed"].value > 0
+        assert metadata[checks.LEFT_OUT_INVALID].value == 0
+
+
 # -- property: arbitrary Unicode in every column ----------------------------------------------------
 
 SPACES = "\t\n\x0b\x0c\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2007\u200a\u2028\u2029\u202f\u205f\u3000"
-FORBIDDEN = "\x00\x01\x08\x0e\x1b\ufeff\ufffe\uffff\ud800\udfff"
+FORBIDDEN = "\x00\x01\x08\x0e\x1b\ufeff\ufffe\uffff\ud800\udfff\x7f\x80\x84\x86\x9f"
+# Removed too, and counted; zero-width joiner and non-joiner (U+200C, U+200D) stay.
+INVISIBLE = "\u00ad\u200b\u2060\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+JOINERS = "\u200c\u200d"
 any_text = st.one_of(
     st.text(alphabet=st.characters(codec=None), max_size=30),
-    st.text(alphabet=st.sampled_from(SPACES + FORBIDDEN + "aZ&<>'\"é字"), max_size=30),
+    st.text(alphabet=st.sampled_from(SPACES + FORBIDDEN + INVISIBLE + JOINERS + "aZ&<>'\"é字"), max_size=30),
     st.text(min_size=250, max_size=400),
 )
 any_value = st.one_of(
@@ -193,8 +240,10 @@ def test_any_unicode_row_becomes_a_valid_user_and_the_check_agrees_with_an_indep
         assert outcome.passed == independent, (outcome.description, users_schema.error_log)
         assert outcome.passed, outcome.description
         assert inspection.users == len(document) == len(kept)
+        never = set("\r\n\t" + FORBIDDEN + INVISIBLE)  # cleaning removed them: no value holds one
         for element in (element for user in document for element in user.iter()):
-            assert element.text is None or len(element) > 0 or not set(element.text) & set("\r\n\t")
+            assert element.text is None or len(element) > 0 or not set(element.text) & never
+            assert not any(set(value) & never for value in element.attrib.values())
         shutil.rmtree(folder)
 
     check()
@@ -213,6 +262,7 @@ class SlowBucket(LocalBucket):
         super().upload(path, key)
 
 
+@pytest.mark.slow
 def test_two_loads_at_once_always_leave_the_newest_load_of_each_type_alone(tmp_path):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 60, 60)
     bucket_dir = tmp_path / "bucket"

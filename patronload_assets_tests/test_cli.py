@@ -15,6 +15,9 @@ from patronload_assets.domain import synthetic
 from .conftest import PROJECT_DIR, instance_state, load
 from .environment import MATERIALIZE_ALL, embedded_environment
 
+# Commands from the project root with DAGSTER_HOME unset make throwaway instances there: one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("project_root")]
+
 BIN = Path(sys.executable).parent
 
 

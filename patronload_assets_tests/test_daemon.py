@@ -18,6 +18,8 @@ from dagster_graphql import DagsterGraphQLClient
 from .conftest import PROJECT_DIR, free_port
 from .environment import embedded_environment
 
+pytestmark = pytest.mark.slow  # a daemon, a server or a whole install
+
 DAGSTER = Path(sys.executable).parent / "dagster"
 
 

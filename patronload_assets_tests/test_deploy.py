@@ -63,6 +63,7 @@ def test_connection_test_job_logs_the_version(tmp_path):
     assert not result.asset_materializations_for_node("connect_to_warehouse")
 
 
+@pytest.mark.slow
 def test_a_failed_connection_leaves_no_trace_of_the_password(tmp_path):
     home = tmp_path / "home"
     environment = embedded_environment(

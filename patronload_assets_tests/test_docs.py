@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 
-from patronload_assets import alma_api, alma_report, reports, timing
+from patronload_assets import reports, timing
+from patronload_assets.alma import api, verdict
 from patronload_assets.domain import alma_jobs, alma_xml, changes, checks, packaging, rules, values
 
 from .conftest import PROJECT_DIR
@@ -14,8 +15,8 @@ from .conftest import PROJECT_DIR
 RULES_DOCUMENT = PROJECT_DIR / "docs" / "patron-rules.md"
 MODULES = {
     "rules": rules, "values": values, "packaging": packaging, "alma_xml": alma_xml, "checks": checks,
-    "timing": timing, "changes": changes, "reports": reports, "alma_jobs": alma_jobs, "alma_api": alma_api,
-    "alma_report": alma_report,
+    "timing": timing, "changes": changes, "reports": reports, "alma_jobs": alma_jobs, "api": api,
+    "verdict": verdict,
 }  # fmt: skip
 # | what the rule is | `value` `value` ... | `module.NAME` |
 CONSTANT_ROW = re.compile(r"^\| [^|]+ \| ((?:`[^`]*` ?)+) \| `(\w+)\.([\w.]+)` \|$", re.MULTILINE)

@@ -353,9 +353,20 @@ def _set(tag, text):
         (_set("last_name", "a\nb"), "line break or tab in last_name"),
         (_set("last_name", "a\u2028b"), "line break or tab in last_name"),
         (lambda user: user.find("user_group").set("desc", "a\r\nb"), "line break or tab in user_group/@desc"),
+        (_set("last_name", "Ok\x7fName"), "control or invisible character in last_name"),
+        (_set("last_name", "a\x9bb"), "control or invisible character in last_name"),
+        (_set("first_name", "\u202eenaJ"), "control or invisible character in first_name"),
+        (_set("first_name", "Ja\u2066ne"), "control or invisible character in first_name"),
+        (_set("last_name", "Do\u200be"), "control or invisible character in last_name"),
+        (_set("last_name", "Do\u2060e"), "control or invisible character in last_name"),
+        (_set("last_name", "Do\u00ade"), "control or invisible character in last_name"),
+        (lambda user: user.find("user_group").set("desc", "a\u202bb"),
+         "control or invisible character in user_group/@desc"),
     ],
     ids=["missing required element", "missing required child", "wrong order", "empty date", "over-long value",
-         "tab in a value", "line feed in a value", "line separator in a value", "line break in an attribute"],
+         "tab in a value", "line feed in a value", "line separator in a value", "line break in an attribute",
+         "DEL", "a C1 control", "a bidirectional override", "a bidirectional isolate", "a zero-width space",
+         "a word joiner", "a soft hyphen", "a bidirectional embedding in an attribute"],
 )  # fmt: skip
 def test_the_project_schema_refuses_a_broken_user(tmp_path, change, reason):
     [packaged] = build_staff(tmp_path, 20).zips

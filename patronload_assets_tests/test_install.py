@@ -9,8 +9,12 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from .conftest import PROJECT_DIR
 from .environment import DEPLOYMENT_SETTINGS
+
+pytestmark = pytest.mark.slow  # a daemon, a server or a whole install
 
 SOURCES = ("setup.py", "patronload_assets", "sql")  # what the Dockerfile copies to build the wheel
 

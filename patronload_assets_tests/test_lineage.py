@@ -175,6 +175,7 @@ def test_department_table_conflict_fails_the_run_naming_the_codes(warehouse_path
     assert not list(tmp_path.rglob("staff_*.zip"))
 
 
+@pytest.mark.slow
 def test_command_line_materialize_with_settings(tmp_path):
     """What operators and the daily check run: `dagster asset materialize`, settings in the environment."""
     environment = embedded_environment(

@@ -132,6 +132,7 @@ def test_object_keys():
     assert object_key("", "staff.zip") == "staff.zip"
 
 
+@pytest.mark.slow
 def test_records_are_streamed_not_held(tmp_path):
     """40,000 users (about 100 MB of XML) built from a generator stay far below that in memory."""
     import tracemalloc

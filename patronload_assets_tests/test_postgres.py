@@ -2,11 +2,14 @@
 throwaway one, started from the Debian `postgresql` package's binaries with SSL on, as RDS has it."""
 
 import dagster as dg
+import pytest
 import yaml
 
 from patronload_assets.domain import synthetic
 
 from .conftest import DATABASE, PASSWORD, PROJECT_DIR, USER, load
+
+pytestmark = pytest.mark.slow  # a daemon, a server or a whole install
 
 DEPLOY_INSTANCE = PROJECT_DIR / "deploy" / "aws" / "dagster.yaml"
 

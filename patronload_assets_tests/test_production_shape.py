@@ -26,6 +26,8 @@ from .conftest import DATABASE, PASSWORD, PROJECT_DIR, USER, leaked, patron_valu
 from .test_changes import _add_staff, _clean_students, _student_update
 from .test_daemon import DAGSTER, finished, launch, running_dagster_dev, wait_for
 
+pytestmark = pytest.mark.slow  # a daemon, a server or a whole install
+
 DEPLOY_INSTANCE = PROJECT_DIR / "deploy" / "aws" / "dagster.yaml"
 ALMA_BUCKET, STATE_BUCKET = "alma-bucket", "patronload-state"
 

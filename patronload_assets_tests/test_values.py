@@ -6,6 +6,7 @@ import pytest
 
 from patronload_assets.domain.values import (
     REPAIR_CONTROL_CHARACTERS,
+    REPAIR_INVISIBLE_CHARACTERS,
     REPAIR_NON_TEXT,
     REPAIR_WHITESPACE,
     clean_row,
@@ -38,6 +39,16 @@ from patronload_assets.domain.values import (
         ("a\x85b\u2028c\u2029d", "a b c d"),  # NEL, line and paragraph separators
         ("\u00a0no-break\u3000ideographic  spaces ", "no-break ideographic spaces"),
         ("\r\n\t\u2028", None),
+        ("Ok\x7fName", "OkName"),  # DEL
+        ("C1\x80\x9b\x9f", "C1"),  # C1 controls (NEL, one of them, is a line break above)
+        ("\u202eenaJ\u202c", "enaJ"),  # a right-to-left override: shown reversed
+        ("\u202a\u202b\u202dx\u2066\u2067\u2068\u2069", "x"),  # embeddings, overrides, isolates
+        ("Do\u200be\u2060\u00ad", "Doe"),  # zero-width space, word joiner, soft hyphen
+        (
+            "\u0645\u06cc\u200c\u0631\u0632\u0627",
+            "\u0645\u06cc\u200c\u0631\u0632\u0627",
+        ),  # ZWNJ spells Persian
+        ("\u0915\u094d\u200d\u0937", "\u0915\u094d\u200d\u0937"),  # ZWJ stays in Devanagari
     ],
 )
 def test_to_text(value, text):
@@ -52,6 +63,14 @@ def test_repairs_are_counted_by_kind():
     to_text("  plain and trimmed ", repairs)  # trimming the ends is not a repair
     to_text("two\nlines", repairs)
     assert repairs == {REPAIR_CONTROL_CHARACTERS: 1, REPAIR_NON_TEXT: 1, REPAIR_WHITESPACE: 1}
+    to_text("Jane\u200b", repairs)
+    to_text("\u202eJ\x7f", repairs)  # both kinds in one value: each counted
+    assert repairs == {
+        REPAIR_CONTROL_CHARACTERS: 2,
+        REPAIR_INVISIBLE_CHARACTERS: 2,
+        REPAIR_NON_TEXT: 1,
+        REPAIR_WHITESPACE: 1,
+    }
 
 
 def test_a_row_with_a_line_break_leaves_the_fast_path_and_is_repaired():

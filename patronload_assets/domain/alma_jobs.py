@@ -1,6 +1,7 @@
-"""Alma's verdict on a load: its SIS synchronize job's run, read from the Jobs API's JSON
-(docs/patron-rules.md §12). Tolerant of missing fields: Alma omits what it has nothing to say about.
-"""
+"""Alma's verdict on a load: its SIS synchronize job's run, read from the Jobs API's JSON as Ex
+Libris publishes it (``rest_job_instance``, ``rest_events``; docs/patron-rules.md §12). Tolerant:
+Alma omits what it has nothing to say about, sends one object where a list is expected, and may
+have statuses and codes nobody has published."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-# A job instance is still at work in these states; any other is an end (COMPLETED_SUCCESS,
-# COMPLETED_FAILED, COMPLETED_NO_BULKS, FAILED, ...).
+# A job instance is still at work in these states (code table systemJobStatus); the published
+# ends follow. A status in neither (a live Alma may have more) is taken as an end.
 RUNNING_STATES = frozenset({"QUEUED", "PENDING", "INITIALIZING", "RUNNING", "FINALIZING"})
-# The job report's counters, named by a word of their description ("Users created", ...).
+ENDED_STATES = frozenset({
+    "COMPLETED_SUCCESS", "COMPLETED_WARNING", "COMPLETED_FAILED", "COMPLETED_NO_BULKS", "FAILED",
+    "MANUAL_HANDLING_REQUIRED", "SKIPPED", "SYSTEM_ABORTED", "USER_ABORTED",
+})  # fmt: skip
+SUCCESS = "COMPLETED_SUCCESS"
+# The job report's counters, named by a word of their description ("Total users created
+# successfully", ...).
 COUNTERS = ("created", "updated", "unchanged", "rejected")
 _WORD = re.compile(r"[a-z]+")
+_FILLER_WORDS = ("total", "number", "of", "successfully")  # dropped from another counter's name
 
 
-def _value(item: object) -> str:
+def value_of(item: object) -> str:
     """``{"value": "X", "desc": ...}`` or ``"X"`` as ``"X"``."""
     if isinstance(item, Mapping):
         return str(item.get("value") or "")
@@ -52,13 +60,21 @@ COUNTER_WORDS = (
 
 
 def counter_name(description: str) -> str:
-    """A counter's metadata name: ``created`` for "Number of users created", ``unchanged`` for
-    "Users not changed", ...; else its description in lower case words joined by ``_``."""
+    """A counter's metadata name: ``created`` for "Total users created successfully", ``unchanged``
+    for "Users not changed", ...; else its description's words joined by ``_`` ("Total records
+    processed" is ``records_processed``)."""
     words = _WORD.findall(description.lower())
     for name, spellings in COUNTER_WORDS:
         if any(spelling <= set(words) for spelling in spellings):
             return name
-    return "_".join(words) or "unnamed"
+    return "_".join(word for word in words if word not in _FILLER_WORDS) or "_".join(words) or "unnamed"
+
+
+def as_list(value: object) -> list:
+    """A JSON list, tolerantly: a single object is a list of one, a missing one is empty."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 @dataclass
@@ -70,6 +86,8 @@ class JobRun:
     submitted: dt.datetime | None
     ended: dt.datetime | None
     counts: dict[str, int] = field(default_factory=dict)  # created, updated, ..., others by description
+    alerts: list[str] = field(default_factory=list)  # Alma's alerts on the run (alert[].desc)
+    started: dt.datetime | None = None
 
     @property
     def running(self) -> bool:
@@ -77,7 +95,7 @@ class JobRun:
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "COMPLETED_SUCCESS"
+        return self.status == SUCCESS
 
     def metadata(self) -> dict[str, object]:
         return {
@@ -85,6 +103,7 @@ class JobRun:
             "alma_job_status": self.status,
             "alma_job_submitted": self.submitted.isoformat() if self.submitted else "",
             "alma_job_ended": self.ended.isoformat() if self.ended else "",
+            "alma_job_alerts": len(self.alerts),
             **{f"alma_users_{name}": self.counts.get(name, 0) for name in COUNTERS},
             **{f"alma_{name}": count for name, count in sorted(self.counts.items()) if name not in COUNTERS},
         }
@@ -93,8 +112,7 @@ class JobRun:
 def job_run(instance: Mapping) -> JobRun:
     """A job instance's JSON as a :class:`JobRun`."""
     counts: dict[str, int] = {}
-    counters = instance.get("counter") or []
-    for counter in counters if isinstance(counters, list) else [counters]:
+    for counter in as_list(instance.get("counter")):
         if not isinstance(counter, Mapping):
             continue
         try:
@@ -105,10 +123,12 @@ def job_run(instance: Mapping) -> JobRun:
         counts[name] = counts.get(name, 0) + number
     return JobRun(
         instance_id=str(instance.get("id") or ""),
-        status=_value(instance.get("status")),
+        status=value_of(instance.get("status")),
         submitted=parse_time(instance.get("submit_time")),
         ended=parse_time(instance.get("end_time")),
         counts=counts,
+        alerts=[text for alert in as_list(instance.get("alert")) if (text := _desc(alert).strip())],
+        started=parse_time(instance.get("start_time")),
     )
 
 
@@ -131,27 +151,71 @@ def first_run_after(
 
 @dataclass(frozen=True)
 class Rejection:
+    """One event of a SIS job run: a user Alma did not load. ``primary_id`` is the user as the
+    load sent it ("" when no value of the event names a user of the load); ``reason`` is the
+    event's other values; ``values`` every ``(code, value)`` Alma gave, in its order."""
+
+    event_id: str
     primary_id: str
     reason: str
+    values: tuple[tuple[str, str], ...]
+
+    def described(self) -> str:
+        """``code=value; code=value``: everything the event said."""
+        return "; ".join(f"{code}={value}" for code, value in self.values)
 
 
-def rejections(events: Iterable[Mapping]) -> list[Rejection]:
-    """The users a run rejected, from its events (a SIS job lists the users it did not load): the
-    user's primary id (``entity``) and Alma's reason (the event's description, else its type). An
-    event whose type says the user was loaded (created, updated, unchanged) is no rejection."""
+_TOKEN = re.compile(r"[^\s,;:()\[\]{}<>\"'|]+")
+
+
+def _event_values(event: Mapping) -> list[tuple[str, str]]:
+    """An event's ``(code, value)`` pairs: its ``event_key`` entries, then any other plain field
+    Alma may add (nothing it says is dropped)."""
+    pairs = []
+    for key in as_list(event.get("event_key")):
+        if isinstance(key, Mapping):
+            value = key.get("value")
+            pairs.append((str(key.get("code") or ""), "" if value is None else " ".join(str(value).split())))
+        elif key is not None:
+            pairs.append(("", " ".join(str(key).split())))
+    for name, value in event.items():
+        if (
+            name not in ("event_id", "event_key")
+            and isinstance(value, str | int | float)
+            and str(value).strip()
+        ):
+            pairs.append((name, " ".join(str(value).split())))
+    return pairs
+
+
+def _sent_user(value: str, sent: Mapping[str, str]) -> tuple[str, bool]:
+    """The sent primary id a value names, and whether it is the whole value; ("", False) if none."""
+    whole = sent.get(value.strip().upper())
+    if whole is not None:
+        return whole, True
+    for token in _TOKEN.findall(value):
+        found = sent.get(token.strip(".").upper())
+        if found is not None:
+            return found, False
+    return "", False
+
+
+def rejections(events: Iterable[object], sent: Mapping[str, str]) -> list[Rejection]:
+    """The users a SIS job run rejected, one per event (the events call returns rejected entries
+    only). ``sent`` maps each primary id the load sent, in upper case, to the id as sent: Alma may
+    echo it in another case. The reason is the event's values but the one that is the user."""
     found = []
     for event in events:
         if not isinstance(event, Mapping):
             continue
-        kind = set(_WORD.findall(f"{_value(event.get('type'))} {_desc(event.get('type'))}".lower()))
-        if kind & LOADED_WORDS and not kind & REJECTED_WORDS:
-            continue
-        entity = event.get("entity")
-        primary_id = (_value(entity) if entity else "").strip()
-        reason = str(event.get("description") or "").strip() or _desc(event.get("type"))
-        found.append(Rejection(primary_id or "(not named)", " ".join(reason.split())))
+        pairs = _event_values(event)
+        primary_id, whole_at = "", None
+        for index, (_, value) in enumerate(pairs):
+            primary_id, whole = _sent_user(value, sent)
+            if primary_id:
+                whole_at = index if whole else None
+                break
+        reason = " | ".join(value for index, (_, value) in enumerate(pairs) if value and index != whole_at)
+        event_id = str(event.get("event_id") or "")
+        found.append(Rejection(event_id, primary_id, reason or "(no reason given)", tuple(pairs)))
     return found
-
-
-LOADED_WORDS = frozenset({"created", "updated", "unchanged", "info", "information"})
-REJECTED_WORDS = frozenset({"rejected", "reject", "error", "failed", "failure", "invalid"})

@@ -52,26 +52,26 @@ NEW, DEPARTED, CHANGED, UNCHANGED = "new", "departed", "changed", "unchanged"
 MAX_DEPARTED_SHARE = 0.3  # more of the last load's patrons gone than this holds the type back
 
 
-def primary_id_key(element: bytes) -> str:
-    """The comparison key of a written ``<primary_id>`` element: its text, stripped, upper case
-    (Alma matches primary ids without regard to case)."""
+def primary_id_text(element: bytes) -> str:
+    """The primary id of a written ``<primary_id>`` element as sent: its text, stripped. Loads are
+    compared by it in upper case (Alma matches primary ids without regard to case)."""
     start, end = element.find(b">") + 1, element.rfind(b"<")
     text = element[start:end].decode("utf-8") if 0 < start <= end else ""
-    return (html.unescape(text) if "&" in text else text).strip().upper()
+    return (html.unescape(text) if "&" in text else text).strip()
 
 
 @dataclass
 class Fingerprints:
     """Primary ids and group digests of a load's users, in the order they were written."""
 
-    primary_ids: list[str] = field(default_factory=list)
+    primary_ids: list[str] = field(default_factory=list)  # as sent
     digests: array = field(default_factory=lambda: array("I"))  # len(GROUPS) per user
 
     def __len__(self) -> int:
         return len(self.primary_ids)
 
     def add(self, key_element: bytes, digests: Iterable[int]) -> None:
-        self.primary_ids.append(primary_id_key(key_element))
+        self.primary_ids.append(primary_id_text(key_element))
         self.digests.extend(digests)
 
     def without(self, positions: Set[int]) -> Fingerprints:
@@ -87,10 +87,11 @@ class Fingerprints:
         return kept
 
     def frame(self) -> pd.DataFrame:
-        """One row per primary id (the first, should a load repeat one), a column per group."""
+        """One row per primary id in upper case (the first, should a load repeat one), a column per
+        group."""
         matrix = np.frombuffer(self.digests, dtype=np.uint32).reshape(len(self.primary_ids), len(GROUPS))
         frame = pd.DataFrame(matrix, columns=list(GROUPS))
-        frame.insert(0, KEY_ELEMENT, pd.array(self.primary_ids, dtype=object))
+        frame.insert(0, KEY_ELEMENT, pd.Series(self.primary_ids, dtype=object).str.upper())
         return frame.drop_duplicates(KEY_ELEMENT).set_index(KEY_ELEMENT)
 
 
@@ -163,8 +164,11 @@ class Baseline:
 
 def write_baseline(path: Path, baseline: Baseline) -> None:
     """Write ``baseline`` (owner-only; whole or not at all) as an Arrow file."""
-    frame = baseline.fingerprints.frame().reset_index()
-    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(
+    fingerprints = baseline.fingerprints
+    matrix = np.frombuffer(fingerprints.digests, dtype=np.uint32).reshape(len(fingerprints), len(GROUPS))
+    columns = {KEY_ELEMENT: pa.array(fingerprints.primary_ids, pa.string())}  # as sent
+    columns.update((group, pa.array(matrix[:, index])) for index, group in enumerate(GROUPS))
+    table = pa.table(columns).replace_schema_metadata(
         {"load_time": baseline.load_time.isoformat(), "keys": json.dumps(baseline.keys)}
     )
     partial = path.with_name(f".{path.name}.writing")

@@ -127,11 +127,20 @@ class Inspection:
 
 
 # A line break or tab in a value (docs/patron-rules.md §1, §8): characters that are never layout
-# in a file the load writes, their references, or a line feed that is not between two tags. Scanned
-# with bytes methods and literal-prefix patterns, which run at memory speed (a character class
-# would scan 50 times slower).
+# in a file the load writes, their references, or a line feed that is not between two tags; and
+# the control and invisible characters cleaning removes beyond those XML refuses itself (DEL, C1,
+# soft hyphen, zero-width space, word joiner, bidirectional controls). Scanned with bytes methods
+# and literal-prefix patterns, which run at memory speed (a character class would scan 50 times
+# slower).
 _BREAKS = "\t\n\r\x85\u2028\u2029"
-_SEPARATORS = (re.compile(rb"\xe2\x80[\xa8\xa9]"), re.compile(rb"\xc2\x85"))  # LS, PS, NEL in UTF-8
+_REMOVED_BY_CLEANING = re.compile(f"[{values.CONTROL_CHARACTERS}{values.INVISIBLE_CHARACTERS}]")
+_SEPARATORS = (
+    re.compile(rb"\xe2\x80[\xa8\xa9]"),  # LS, PS
+    re.compile(rb"\xc2[\x80-\x9f\xad]"),  # NEL, the other C1 controls, soft hyphen
+    re.compile(rb"\xe2\x80[\x8b\xaa-\xae]"),  # zero-width space, bidirectional embeddings and overrides
+    re.compile(rb"\xe2\x81[\xa0\xa6-\xa9]"),  # word joiner, bidirectional isolates
+    re.compile(rb"\xef\xbb\xbf"),  # byte-order mark
+)
 _USER_START = re.compile(rb"<user[\s/>]")
 _USER_END = b"</user>"
 READ_BYTES = 8 << 20
@@ -155,20 +164,23 @@ class _FileFindings:
 
 
 def _breaks_in_values(user) -> list[str]:
-    """The elements and attributes of one user whose value holds a line break or tab."""
+    """The elements and attributes of one user whose value holds a line break or tab, or a
+    character cleaning removes."""
     found = []
     for element in user.iter():
-        if len(element) == 0 and element.text and any(c in element.text for c in _BREAKS):
-            found.append(f"line break or tab in {element.tag}")
-        found += [f"line break or tab in {element.tag}/@{name}" for name, value in element.items()
-                  if any(c in value for c in _BREAKS)]  # fmt: skip
+        texts = [(element.tag, element.text)] if len(element) == 0 and element.text else []
+        for where, text in [*texts, *((f"{element.tag}/@{name}", value) for name, value in element.items())]:
+            if any(c in text for c in _BREAKS):
+                found.append(f"line break or tab in {where}")
+            if _REMOVED_BY_CLEANING.search(text):
+                found.append(f"control or invisible character in {where}")
     return found
 
 
 def _chunk_may_hold_breaks(chunk: bytes) -> bool:
     """Whether a line break or tab may stand in a value of a chunk of whole users (which follows a
     ``>`` and ends with one)."""
-    if b"\t" in chunk or b"\r" in chunk or (b"&" in chunk and b"&#" in chunk):
+    if b"\t" in chunk or b"\r" in chunk or b"\x7f" in chunk or (b"&" in chunk and b"&#" in chunk):
         return True
     if any(separator.search(chunk) for separator in _SEPARATORS):
         return True
@@ -594,6 +606,7 @@ def informational(
 
 REPAIR_KINDS = (
     values.REPAIR_CONTROL_CHARACTERS,
+    values.REPAIR_INVISIBLE_CHARACTERS,
     values.REPAIR_WHITESPACE,
     values.REPAIR_NON_TEXT,
     values.REPAIR_UNDECODABLE_BYTES,

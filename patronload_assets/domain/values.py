@@ -1,8 +1,9 @@
 """Warehouse values to clean text (docs/patron-rules.md §1, §8).
 
-Every warehouse value becomes either a trimmed string or ``None`` ("missing"). Characters that
-XML 1.0 forbids are removed here, once; line breaks, tabs and every other kind of whitespace become
-single spaces; each repair is counted by kind so it can be reported.
+Every warehouse value becomes either a trimmed string or ``None`` ("missing"). Control characters
+(those XML 1.0 forbids, DEL, C1) and invisible formatting characters are removed here, once; line
+breaks, tabs and every other kind of whitespace become single spaces; each repair is counted by kind
+so it can be reported.
 """
 
 from __future__ import annotations
@@ -13,16 +14,24 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-# C0 controls XML 1.0 forbids, the byte-order mark, lone surrogates and the two non-characters XML
-# excludes. VT, FF and the separators U+001C-U+001F, which XML forbids too, are whitespace: they
-# become spaces below.
-_FORBIDDEN = re.compile("[\x00-\x08\x0e-\x1b\ufeff\ud800-\udfff\ufffe\uffff]")
+# Control characters: the C0 controls XML 1.0 forbids, DEL and the C1 controls, the byte-order mark,
+# lone surrogates and the two non-characters XML excludes. VT, FF, the separators U+001C-U+001F and
+# NEL (U+0085, a line break) are whitespace: they become spaces below.
+CONTROL_CHARACTERS = "\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ufeff\ud800-\udfff\ufffe\uffff"
+# Invisible characters that change how a value displays or matches, never what it says: soft
+# hyphen, zero-width space, word joiner, and the bidirectional embeddings, overrides and isolates
+# (which can make a name display reversed). Zero-width joiner and non-joiner (U+200C, U+200D) stay:
+# they spell names in Persian, Arabic and Indic scripts.
+INVISIBLE_CHARACTERS = "\u00ad\u200b\u2060\u202a-\u202e\u2066-\u2069"
+_REMOVED = re.compile(f"[{CONTROL_CHARACTERS}{INVISIBLE_CHARACTERS}]")
+_INVISIBLE = re.compile(f"[{INVISIBLE_CHARACTERS}]")
 
 # Any whitespace but a lone space: CR, LF, TAB, VT, FF, NEL, the line and paragraph separators,
 # no-break and ideographic spaces... (what str.split splits on), or a run of spaces.
 _IRREGULAR_SPACE = re.compile(r"[^\S ]| {2}")
 
 REPAIR_CONTROL_CHARACTERS = "control_characters_removed"
+REPAIR_INVISIBLE_CHARACTERS = "invisible_characters_removed"
 REPAIR_WHITESPACE = "whitespace_normalised"
 REPAIR_NON_TEXT = "non_text_values_converted"
 REPAIR_UNDECODABLE_BYTES = "undecodable_bytes_replaced"
@@ -44,10 +53,13 @@ def to_text(value: object, repairs: Counter | None = None) -> str | None:
     text = value.strip()
     if not text:
         return None
-    if _FORBIDDEN.search(text):
-        text = _FORBIDDEN.sub("", text).strip()
+    if _REMOVED.search(text):
         if repairs is not None:
-            repairs[REPAIR_CONTROL_CHARACTERS] += 1
+            invisible = _INVISIBLE.search(text) is not None
+            repairs[REPAIR_INVISIBLE_CHARACTERS if invisible else REPAIR_CONTROL_CHARACTERS] += 1
+            if invisible and _REMOVED.search(_INVISIBLE.sub("", text)):
+                repairs[REPAIR_CONTROL_CHARACTERS] += 1
+        text = _REMOVED.sub("", text).strip()
         if not text:
             return None
     if _IRREGULAR_SPACE.search(text):
@@ -117,7 +129,7 @@ def clean_row(row: Mapping[str, object], repairs: Counter | None = None) -> dict
             slow = True
             break
     joined = "".join(filter(None, cleaned.values()))  # trimmed values: no run of spaces at a seam
-    if slow or _FORBIDDEN.search(joined) or _IRREGULAR_SPACE.search(joined):
+    if slow or _REMOVED.search(joined) or _IRREGULAR_SPACE.search(joined):
         return {column: to_text(value, repairs) for column, value in row.items()}
     return cleaned
 

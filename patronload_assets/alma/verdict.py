@@ -13,17 +13,20 @@ import time
 
 import dagster as dg
 
-from . import reports
-from .alma_api import AlmaApiError, AlmaJobs
-from .assets import ZIP_ASSETS
-from .domain import alma_jobs
-from .resources import Mailer
-from .sensors import send_or_keep_pending
-from .state import StateStore
+from .. import reports
+from ..assets import ZIP_ASSETS
+from ..domain import alma_jobs
+from ..domain.load import STAFF, STUDENT
+from ..resources import Mailer
+from ..sensors import send_or_keep_pending
+from ..state import StateStore
+from .api import AlmaApiError, AlmaJobs
 
 ALMA_SIS_JOB = dg.AssetKey("alma_sis_job")
 REPORTED_KEPT = 50  # job runs remembered as reported (each is reported once)
 REJECTED_FILE = "alma_rejected_users.csv"
+# The user as sent (empty when no value names one), Alma's reason, and everything the event said.
+REJECTED_COLUMNS = ("primary_id", "reason", "event_id", "values")
 
 alma_sis_job = dg.AssetSpec(
     ALMA_SIS_JOB,
@@ -82,24 +85,35 @@ def alma_job_sensor(poll_minutes: int):
         if followed.get("waiting") is not None:
             since = dt.datetime.fromtimestamp(followed["waiting"], dt.UTC)
             try:
-                finished = _follow(context, alma, followed, since)
+                finished = _follow(context, alma, state, followed, since)
             except AlmaApiError as error:
                 context.log.error(f"Alma's verdict not read this tick: {error}")
                 followed["last_error"] = str(error)
                 finished = None
             if finished is not None:
                 run, rejected = finished
+                named = sum(1 for rejection in rejected if rejection.primary_id)
                 asset_events.append(
                     dg.AssetMaterialization(
-                        ALMA_SIS_JOB, metadata={**run.metadata(), "alma_rejected_users_listed": len(rejected)}
+                        ALMA_SIS_JOB,
+                        metadata={
+                            **run.metadata(),
+                            "alma_rejected_users_listed": len(rejected),
+                            "alma_rejected_users_named": named,
+                        },
                     )
                 )
                 label = f"alma-{run.instance_id}"
                 state.write_report_file(
-                    label, REJECTED_FILE, ("primary_id", "reason"),
-                    ((rejection.primary_id, rejection.reason) for rejection in rejected),
+                    label, REJECTED_FILE, REJECTED_COLUMNS,
+                    ((r.primary_id, r.reason, r.event_id, r.described()) for r in rejected),
                 )  # fmt: skip
-                messages[label] = {"kind": "verdict", "load_date": since.date().isoformat(), **run.metadata()}
+                messages[label] = {
+                    "kind": "verdict",
+                    "load_date": since.date().isoformat(),
+                    "alerts": run.alerts,
+                    **run.metadata(),
+                }
                 pending[label] = 0
                 reported[:] = [*reported, run.instance_id][-REPORTED_KEPT:]
                 later = followed["last_upload"] > (run.submitted or since).timestamp()
@@ -141,7 +155,7 @@ def alma_job_sensor(poll_minutes: int):
     return alma_job_report
 
 
-def _follow(context, alma: AlmaJobs, followed: dict, since: dt.datetime):
+def _follow(context, alma: AlmaJobs, state: StateStore, followed: dict, since: dt.datetime):
     """The run that picked up the upload of ``since``, once it has ended, with its rejected users;
     ``None`` while none has started or it still runs."""
     job_id = alma.sis_job_id()
@@ -160,11 +174,21 @@ def _follow(context, alma: AlmaJobs, followed: dict, since: dt.datetime):
         context.log.info(f"Alma's job run {run.instance_id} is {run.status or 'starting'}")
         return None
     try:
-        rejected = alma_jobs.rejections(alma.job_events(job_id, run.instance_id))
+        rejected = alma_jobs.rejections(alma.job_events(job_id, run.instance_id), sent_primary_ids(state))
     except AlmaApiError as error:  # the events are a bonus: the counts still go out
         context.log.warning(f"the rejected users of job run {run.instance_id} could not be read: {error}")
         rejected = []
     return run, rejected
+
+
+def sent_primary_ids(state: StateStore) -> dict[str, str]:
+    """The primary ids the last load of each type sent (its baseline), by their upper case."""
+    sent: dict[str, str] = {}
+    for patron_type in (STAFF, STUDENT):
+        baseline = state.read_baseline(patron_type.name)
+        if baseline is not None:
+            sent.update((primary_id.upper(), primary_id) for primary_id in baseline.fingerprints.primary_ids)
+    return sent
 
 
 def _counts(run: alma_jobs.JobRun) -> str:

@@ -1,8 +1,13 @@
-"""Alma's Jobs API, the four calls the report of Alma's verdict needs (docs/patron-rules.md §12).
+"""Alma's Jobs API, the calls the report of Alma's verdict and the first-day check need
+(docs/patron-rules.md §12), as Ex Libris publishes them: ``GET /conf/jobs`` (by integration profile),
+``/conf/jobs/{id}``, ``/conf/jobs/{id}/instances`` (``{total_record_count, job_instance}``),
+``/conf/jobs/{id}/instances/{instance}`` (``rest_job_instance``) and its ``/events``
+(``rest_events``: ``{total_record_count, event: [{event_id, event_key: [{code, value}]}]}``).
 
 JSON over HTTPS with the key in the ``Authorization`` header; timeouts; a 429 (the institution's
 daily threshold, or too many calls a second) or a 5xx is retried with exponential backoff. An error
-names the call and its HTTP status, never the key.
+names the call, its HTTP status and Alma's error code (``errorList.error[].errorCode``: 402217 a bad
+date, 40166410 a bad status, 60332 events of a job that is not USERS/SIS), never the key.
 """
 
 from __future__ import annotations
@@ -18,13 +23,35 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from ..domain import alma_jobs
+
 API_PATH = "/almaws/v1"
 PAGE = 100  # Alma's largest page of job instances and events
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class AlmaApiError(RuntimeError):
-    """A call to Alma's API that failed: which call, which status."""
+    """A call to Alma's API that failed: which call, which status, Alma's error code."""
+
+
+def alma_error(body: bytes) -> str:
+    """Alma's own word on a failed call: ``error 60332: message`` from its ``errorList``, or ""."""
+    try:
+        answer = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return ""
+    errors = (
+        alma_jobs.as_list((answer.get("errorList") or {}).get("error")) if isinstance(answer, dict) else []
+    )
+    said = []
+    for error in errors:
+        if isinstance(error, dict):
+            code, message = (
+                str(error.get("errorCode") or ""),
+                " ".join(str(error.get("errorMessage") or "").split()),
+            )
+            said.append(f"error {code}: {message[:200]}" if message else f"error {code}")
+    return "; ".join(said)
 
 
 class AlmaJobs(dg.ConfigurableResource):
@@ -78,8 +105,16 @@ class AlmaJobs(dg.ConfigurableResource):
             )
         )
 
+    def job(self, job_id: str) -> dict:
+        return self._get(f"/conf/jobs/{job_id}")
+
     def job_instance(self, job_id: str, instance_id: str) -> dict:
         return self._get(f"/conf/jobs/{job_id}/instances/{instance_id}")
+
+    def job_event_count(self, job_id: str, instance_id: str) -> int:
+        """How many events (rejected users) a run has, from one small page."""
+        page = self._get(f"/conf/jobs/{job_id}/instances/{instance_id}/events", {"limit": 1, "offset": 0})
+        return int(page.get("total_record_count") or 0)
 
     def job_events(self, job_id: str, instance_id: str) -> Iterator[dict]:
         """The run's per-user events (a SIS job's rejected users), every page."""
@@ -91,9 +126,7 @@ class AlmaJobs(dg.ConfigurableResource):
         offset = 0
         while True:
             page = self._get(path, {**query, "limit": PAGE, "offset": offset})
-            items = page.get(item) or []
-            if isinstance(items, dict):  # one item, as some Alma versions send it
-                items = [items]
+            items = alma_jobs.as_list(page.get(item))  # one object where a list is expected: a list of one
             yield from items
             offset += len(items)
             total = int(page.get("total_record_count") or 0)
@@ -114,9 +147,10 @@ class AlmaJobs(dg.ConfigurableResource):
                     return json.loads(response.read().decode("utf-8") or "{}")
             except urllib.error.HTTPError as error:
                 status, retry_after = error.code, error.headers.get("Retry-After")
+                said = alma_error(error.read())
                 error.close()
                 if status not in RETRIED_STATUSES or attempt == self.attempts:
-                    raise AlmaApiError(f"{call}: HTTP {status}") from None
+                    raise AlmaApiError(f"{call}: HTTP {status}{f' ({said})' if said else ''}") from None
             except (urllib.error.URLError, TimeoutError, OSError) as error:
                 reason = getattr(error, "reason", error)
                 if attempt == self.attempts:
