@@ -4,6 +4,7 @@ import dagster as dg
 
 from . import assets
 from .alma.first_day import alma_connection_test
+from .alma.now import patronload_now_job
 from .alma.verdict import alma_job_sensor, alma_sis_job
 from .jobs import patronload_job, patronload_preview, warehouse_connection_test
 from .overdue import overdue_report
@@ -15,6 +16,7 @@ init_sentry(os.environ)
 configured = resources()
 # Alma's verdict (docs/patron-rules.md §12) only with ALMA_API_KEY set: without it nothing changes.
 alma = configured.get("alma")
+alma_users = configured.get("alma_users")  # patronload_now (§13): the same key
 
 # Steps run in their own processes (staff_zip and student_zip side by side), forked from a server
 # that has imported this code location once: a step starts in milliseconds, not the two seconds
@@ -29,6 +31,7 @@ defs = dg.Definitions(
         patronload_preview,
         warehouse_connection_test,
         *([alma_connection_test] if alma else []),
+        *([patronload_now_job] if alma_users else []),
     ],
     schedules=[daily_patronload],
     sensors=[

@@ -132,7 +132,7 @@ def success_message(facts: RunFacts, workspace: str, sender: str, recipients: Se
         *facts.log_lines,
     ]
     subject_text = subject(workspace, facts.started.date(), preview=facts.preview)
-    return _message(subject_text, body, sender, recipients, facts.files)
+    return compose(subject_text, body, sender, recipients, facts.files)
 
 
 def failure_message(
@@ -156,14 +156,14 @@ def failure_message(
         *facts.log_lines[-last_lines:],
     ]
     subject_text = subject(workspace, facts.started.date(), failed=True, preview=facts.preview)
-    return _message(subject_text, body, sender, recipients, facts.files)
+    return compose(subject_text, body, sender, recipients, facts.files)
 
 
 def overdue_message(
     load_date: dt.date, lines: Sequence[str], workspace: str, sender: str, recipients: Sequence[str]
 ) -> EmailMessage:
     """A load that had not succeeded by its deadline (``lines`` say what is known)."""
-    return _message(subject(workspace, load_date, overdue=True), lines, sender, recipients)
+    return compose(subject(workspace, load_date, overdue=True), lines, sender, recipients)
 
 
 def alma_job_message(
@@ -189,7 +189,7 @@ def alma_job_message(
             body.append(f"Job run {facts['following']} had started and had not ended.")
         if facts.get("last_error"):
             body.append(f"The last call to Alma's API failed: {facts['last_error']}")
-        return _message(f"{text} not picked up", body, sender, recipients)
+        return compose(f"{text} not picked up", body, sender, recipients)
     rows = list(csv.DictReader(io.StringIO(files.get("alma_rejected_users.csv", ""))))
     counts = [
         f"  users {name}: {facts.get(f'alma_users_{name}', 0)}"
@@ -229,10 +229,10 @@ def alma_job_message(
             body.append(f"  ... {len(rows) - 50} more in the attached alma_rejected_users.csv")
     # Anything but a clean success says so where it is seen first.
     subject_text = text if status == alma_jobs.SUCCESS else f"{text} {status or 'status unknown'}"
-    return _message(subject_text, body, sender, recipients, files if rows else None)
+    return compose(subject_text, body, sender, recipients, files if rows else None)
 
 
-def _message(
+def compose(
     subject_text: str,
     body: Iterable[str],
     sender: str,

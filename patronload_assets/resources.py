@@ -36,6 +36,16 @@ def read_sql(name: str) -> str:
     )
 
 
+def read_sql_for_names(name: str, names: list[str]) -> tuple[str, dict[str, str]]:
+    """The same query limited to some Kerberos names, and its bind variables: the names are only
+    ever values (``:name0``...), never SQL. Named binds run on Oracle and on SQLite alike."""
+    binds = {f"name{number}": value for number, value in enumerate(names)}
+    placeholders = ", ".join(f":{bind}" for bind in binds)
+    where = f"WHERE UPPER(TRIM(KRB_NAME_UPPERCASE)) IN ({placeholders})"
+    query = f"SELECT * FROM (\n{read_sql(name)}\n) named {where}"
+    return query, binds
+
+
 # -- Warehouse ----------------------------------------------------------------------------------
 
 
@@ -48,10 +58,13 @@ class Warehouse(dg.ConfigurableResource):
     def cursor(self) -> Iterator:
         raise NotImplementedError
 
-    def read_frame(self, sql: str, repairs: Counter) -> pd.DataFrame:
+    def read_frame(self, sql: str, repairs: Counter, binds: dict[str, str] | None = None) -> pd.DataFrame:
         """The query's rows as Arrow-backed text columns, fetched in batches."""
         with self.cursor() as cursor:
-            cursor.execute(sql)
+            if binds:
+                cursor.execute(sql, binds)
+            else:
+                cursor.execute(sql)
             columns = [description[0].upper() for description in cursor.description]
             batches = iter(lambda: cursor.fetchmany(self.fetch_batch_rows), [])
             return frame_from_batches(columns, batches, repairs)

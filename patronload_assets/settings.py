@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from .alma.api import AlmaJobs
+from .alma.api import AlmaJobs, AlmaUsers
 from .resources import (
     Bucket,
     InstitutionData,
@@ -198,7 +198,9 @@ def alma_resource(environ: Mapping[str, str]) -> AlmaJobs | None:
     if not _present(environ, "ALMA_API_KEY"):
         return None
     if not (_present(environ, "ALMA_SIS_JOB_ID") or _present(environ, "ALMA_SIS_PROFILE_ID")):
-        raise ConfigurationError("ALMA_API_KEY is set: set ALMA_SIS_JOB_ID (or ALMA_SIS_PROFILE_ID) too")
+        if workspace(environ) in PRODUCTION_WORKSPACES:
+            raise ConfigurationError("ALMA_API_KEY is set: set ALMA_SIS_JOB_ID (or ALMA_SIS_PROFILE_ID) too")
+        return None  # in dev, a key alone is for patronload_now: no job to follow
     located = {
         name: dg.EnvVar(variable)
         for name, variable in (
@@ -216,10 +218,24 @@ def alma_resource(environ: Mapping[str, str]) -> AlmaJobs | None:
     )
 
 
+def alma_users_resource(environ: Mapping[str, str]) -> AlmaUsers | None:
+    """Alma's Users API for ``patronload_now`` (docs/patron-rules.md §13), with the same key (which
+    then needs Users read/write). In dev, users are created only at a base URL set explicitly."""
+    if not _present(environ, "ALMA_API_KEY"):
+        return None
+    explicit = _present(environ, "ALMA_API_BASE_URL")
+    return AlmaUsers(
+        api_key=dg.EnvVar("ALMA_API_KEY"),
+        **({"base_url": dg.EnvVar("ALMA_API_BASE_URL")} if explicit else {}),
+        may_send=explicit or workspace(environ) != "dev",
+    )
+
+
 def resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     environ = os.environ if environ is None else environ
     check_workspace(environ)
     alma = alma_resource(environ)
+    alma_users = alma_users_resource(environ)
     state = state_resource(environ)
     return {
         "warehouse": warehouse_resource(environ),
@@ -229,6 +245,7 @@ def resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "institution": institution_resource(environ),
         "mailer": mailer_resource(environ),
         **({"alma": alma} if alma is not None else {}),
+        **({"alma_users": alma_users} if alma_users is not None else {}),
     }
 
 

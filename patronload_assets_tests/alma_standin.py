@@ -3,7 +3,9 @@ Ex Libris publishes (docs/patron-rules.md §12): ``{total_record_count, job_inst
 runs, ``rest_job_instance`` for one run (``counter`` values are strings, ``alert`` a list),
 ``rest_events`` for its events (``event_id`` and ``event_key`` pairs with opaque numeric codes), and
 ``errorList`` errors with Alma's codes (402217 a bad date, 40166410 a bad status, 60332 events of a
-job that is not USERS/SIS). Scripted by each test."""
+job that is not USERS/SIS); and the Users API's ``GET /users/{user_id}`` (HTTP 400 with 401861 for a
+user it does not have) and ``POST /users`` (an ``errorList`` for an identifier another user holds).
+Scripted by each test."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from lxml import etree
 
 KEY = "l8xx-test-key-not-a-secret"
 JOB_ID, PROFILE_ID = "S1234", "P5678"
@@ -69,6 +73,9 @@ class StandInAlma:
         self.requests: list[str] = []
         self.rejected: list[str] = []  # what a scripted run rejected, for the test to compare
         self.on_list: Callable[[StandInAlma], None] | None = None  # called before listing runs
+        # The Users API: users by primary id in upper case -> their identifiers; what was created.
+        self.users: dict[str, set[str]] = {}
+        self.created: list[bytes] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
 
@@ -106,6 +113,33 @@ class StandInAlma:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def add_user(self, primary_id: str, *identifiers: str) -> None:
+        self.users[primary_id.upper()] = {value.upper() for value in identifiers}
+
+    def _user_answer(self, method: str, parts: list[str], query: dict, body: bytes, content_type: str):
+        """``GET /users/{user_id}`` (HTTP 400, 401861 for a user Alma lacks) and ``POST /users``."""
+        if method == "GET" and len(parts) == 2:
+            wanted = urllib.parse.unquote(parts[1]).upper()
+            if wanted in self.users or any(wanted in held for held in self.users.values()):
+                return 200, {"primary_id": wanted, "account_type": {"value": "EXTERNAL"}}
+            return error(
+                400, "401861", f"User with identifier {urllib.parse.unquote(parts[1])} was not found."
+            )
+        if method == "POST" and len(parts) == 1:
+            if query != {"social_authentication": "false", "send_pin_number_letter": "false"}:
+                return error(400, "401652", f"Unexpected query {sorted(query)}")
+            if content_type != "application/xml":
+                return error(400, "401653", "Body must be application/xml")
+            user = etree.fromstring(body)
+            primary_id = (user.findtext("primary_id") or "").upper()
+            identifiers = {(value.text or "").upper() for value in user.iterfind("user_identifiers/*/value")}
+            if primary_id in self.users or any(identifiers & held for held in self.users.values()):
+                return error(400, "401858", "An identifier of this user is already held by another user")
+            self.users[primary_id] = identifiers
+            self.created.append(body)
+            return 200, {"primary_id": primary_id}
+        return error(400, "402213", "Not found")
 
     def _answer(self, path: str, query: dict) -> tuple[int, dict]:
         parts = path.removeprefix("/almaws/v1").strip("/").split("/")
@@ -155,11 +189,15 @@ class StandInAlma:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                self.do_GET()
+
             def do_GET(self):  # noqa: N802 (http.server's name)
                 url = urllib.parse.urlsplit(self.path)
                 query = dict(urllib.parse.parse_qsl(url.query))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with standin._lock:
-                    standin.requests.append(self.path)
+                    standin.requests.append(f"{self.command} {self.path}")
                     failure = standin.fail_next.pop(0) if standin.fail_next else None
                 if self.headers.get("Authorization") != f"apikey {KEY}":
                     status, body = error(
@@ -169,6 +207,12 @@ class StandInAlma:
                     status, body = error(
                         failure, "PER_SECOND_THRESHOLD" if failure == 429 else "UNKNOWN", "Try again"
                     )
+                elif url.path.removeprefix("/almaws/v1").startswith("/users"):
+                    with standin._lock:
+                        parts = url.path.removeprefix("/almaws/v1").strip("/").split("/")
+                        status, body = standin._user_answer(
+                            self.command, parts, query, body, self.headers.get("Content-Type", "")
+                        )
                 else:
                     status, body = standin._answer(url.path, query)
                 data = json.dumps(body).encode()

@@ -8,6 +8,8 @@ import email.policy
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 import zipfile
 
@@ -199,7 +201,10 @@ def test_the_feature_is_off_without_a_key_and_refuses_a_key_without_a_job():
     assert settings.alma_resource({}) is None
     assert "alma" not in settings.resources({})
     with pytest.raises(settings.ConfigurationError, match="ALMA_SIS_JOB_ID"):
-        settings.alma_resource({"ALMA_API_KEY": "x"})
+        settings.alma_resource({"ALMA_API_KEY": "x", "WORKSPACE": "prod"})
+    assert settings.alma_resource({"ALMA_API_KEY": "x"}) is None  # dev: the key is for patronload_now
+    assert settings.alma_users_resource({"ALMA_API_KEY": "x"}).may_send is False  # no explicit base URL
+    assert settings.alma_users_resource({"ALMA_API_KEY": "x", "ALMA_API_BASE_URL": "http://sandbox"}).may_send
     with pytest.raises(settings.ConfigurationError, match="ALMA_POLL_MINUTES"):
         settings.alma_resource({"ALMA_API_KEY": "x", "ALMA_SIS_JOB_ID": "1", "ALMA_POLL_MINUTES": "0"})
     resource = settings.alma_resource({"ALMA_API_KEY": "x", "ALMA_SIS_JOB_ID": "1", "ALMA_POLL_MINUTES": "3"})
@@ -436,3 +441,18 @@ def test_the_first_day_check_fails_naming_the_call_when_the_job_is_not_users_sis
     result, _ = _first_day(alma, api_key="l8xx-no-rights")
     [failure] = [event for event in result.all_events if event.is_step_failure]
     assert f"GET /conf/jobs/{JOB_ID}: HTTP 401" in str(failure.step_failure_data.error)
+
+
+def test_with_a_key_the_code_location_loads_every_alma_job():
+    """Definitions are made at import: checked in a fresh interpreter with the key set."""
+    environment = {**os.environ, "ALMA_API_KEY": KEY, "ALMA_SIS_JOB_ID": JOB_ID, "WORKSPACE": "dev"}
+    environment.pop("DAGSTER_HOME", None)
+    code = (
+        "import dagster as dg; from patronload_assets import defs; dg.Definitions.validate_loadable(defs); "
+        "print(sorted(job.name for job in defs.resolve_all_job_defs()))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "'alma_connection_test'" in completed.stdout and "'patronload_now'" in completed.stdout

@@ -28,40 +28,105 @@ from ..domain import alma_jobs
 API_PATH = "/almaws/v1"
 PAGE = 100  # Alma's largest page of job instances and events
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_BASE_URL = "https://api-na.hosted.exlibrisgroup.com"
+USER_NOT_FOUND = "401861"  # GET /users/{id} of a user Alma does not have: HTTP 400 with this code
 
 
 class AlmaApiError(RuntimeError):
     """A call to Alma's API that failed: which call, which status, Alma's error code."""
 
+    def __init__(self, message: str, status: int | None = None, codes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.status, self.codes = status, codes
 
-def alma_error(body: bytes) -> str:
-    """Alma's own word on a failed call: ``error 60332: message`` from its ``errorList``, or ""."""
+
+def alma_errors(body: bytes) -> list[tuple[str, str]]:
+    """Alma's own word on a failed call: ``(errorCode, errorMessage)`` of its ``errorList``."""
     try:
         answer = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return ""
+        return []
     errors = (
         alma_jobs.as_list((answer.get("errorList") or {}).get("error")) if isinstance(answer, dict) else []
     )
-    said = []
-    for error in errors:
-        if isinstance(error, dict):
-            code, message = (
-                str(error.get("errorCode") or ""),
-                " ".join(str(error.get("errorMessage") or "").split()),
-            )
-            said.append(f"error {code}: {message[:200]}" if message else f"error {code}")
-    return "; ".join(said)
+    return [
+        (str(error.get("errorCode") or ""), " ".join(str(error.get("errorMessage") or "").split())[:200])
+        for error in errors
+        if isinstance(error, dict)
+    ]
 
 
-class AlmaJobs(dg.ConfigurableResource):
-    """The SIS synchronize job of the integration profile that picks up the zips."""
+def describe_errors(errors: list[tuple[str, str]]) -> str:
+    return "; ".join(f"error {code}: {message}" if message else f"error {code}" for code, message in errors)
 
-    api_key: str = Field(description="Alma API key with read access to configuration (ALMA_API_KEY)")
+
+class AlmaApi(dg.ConfigurableResource):
+    """Alma's REST API: the key, the region's gateway, and calls that retry what may pass later."""
+
+    api_key: str = Field(description="Alma API key (ALMA_API_KEY)")
     base_url: str = Field(
-        default="https://api-na.hosted.exlibrisgroup.com",
+        default=DEFAULT_BASE_URL,
         description="The API gateway of the institution's region (ALMA_API_BASE_URL)",
     )
+    timeout_seconds: float = 30
+    attempts: int = 5
+    backoff_seconds: float = 2.0
+
+    def _get(self, path: str, query: dict | None = None, call: str | None = None) -> dict:
+        return self._call("GET", path, query, call=call)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: dict | None = None,
+        body: bytes | None = None,
+        call: str | None = None,
+        retried: frozenset[int] = RETRIED_STATUSES,
+    ) -> dict:
+        """One call, JSON back; ``call`` names it in errors (a path template where the path holds a
+        person's id: errors go to logs)."""
+        url = f"{self.base_url.rstrip('/')}{API_PATH}{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        headers = {"Authorization": f"apikey {self.api_key}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/xml"
+        request = urllib.request.Request(url, data=body, headers=headers, method=method)
+        call = f"{method} {call or path}"
+        for attempt in range(1, self.attempts + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                    return json.loads(response.read().decode("utf-8") or "{}")
+            except urllib.error.HTTPError as error:
+                status, retry_after = error.code, error.headers.get("Retry-After")
+                errors = alma_errors(error.read())
+                error.close()
+                if status not in retried or attempt == self.attempts:
+                    said = describe_errors(errors)
+                    raise AlmaApiError(
+                        f"{call}: HTTP {status}{f' ({said})' if said else ''}",
+                        status,
+                        tuple(code for code, _ in errors),
+                    ) from None
+            except (urllib.error.URLError, TimeoutError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                if attempt == self.attempts:
+                    raise AlmaApiError(f"{call}: {type(error).__name__}: {reason}") from None
+                retry_after = None
+            except json.JSONDecodeError:
+                raise AlmaApiError(f"{call}: the answer is not JSON") from None
+            delay = self.backoff_seconds * 2 ** (attempt - 1)
+            if retry_after and retry_after.isdigit():
+                delay = max(delay, min(float(retry_after), 300))
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+class AlmaJobs(AlmaApi):
+    """The SIS synchronize job of the integration profile that picks up the zips (the key needs
+    read access to configuration)."""
+
     job_id: str | None = Field(default=None, description="The SIS job's id (ALMA_SIS_JOB_ID)")
     profile_id: str | None = Field(
         default=None, description="The integration profile's id, to look the job up (ALMA_SIS_PROFILE_ID)"
@@ -72,9 +137,6 @@ class AlmaJobs(dg.ConfigurableResource):
     wait_hours: float = Field(
         default=26, gt=0, description="How long after an upload a job run may take to appear and end"
     )
-    timeout_seconds: float = 30
-    attempts: int = 5
-    backoff_seconds: float = 2.0
     _job_id: str | None = PrivateAttr(default=None)
 
     # -- the calls --------------------------------------------------------------------------------
@@ -133,33 +195,35 @@ class AlmaJobs(dg.ConfigurableResource):
             if not items or offset >= total:
                 return
 
-    def _get(self, path: str, query: dict | None = None) -> dict:
-        url = f"{self.base_url.rstrip('/')}{API_PATH}{path}"
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        request = urllib.request.Request(
-            url, headers={"Authorization": f"apikey {self.api_key}", "Accept": "application/json"}
-        )
-        call = f"GET {path}"
+
+class AlmaUsers(AlmaApi):
+    """Alma's Users API, to create the few accounts that cannot wait for tomorrow's load (the key
+    needs Users read/write). ``may_send`` is false in dev without an explicit base URL."""
+
+    may_send: bool = Field(default=True, description="Whether users may be created (POST) at base_url")
+
+    def has_user(self, primary_id: str) -> bool:
+        """Whether Alma has a user of this id (any unique identifier counts)."""
+        try:
+            self._get(f"/users/{urllib.parse.quote(primary_id, safe='')}", {"user_id_type": "all_unique"},
+                      call="/users/{user_id}")  # fmt: skip
+        except AlmaApiError as error:
+            if error.status == 400 and USER_NOT_FOUND in error.codes:
+                return False
+            raise
+        return True
+
+    def create_user(self, user_xml: bytes, primary_id: str) -> dict:
+        """Create the user (``POST /users``, the ``<user>`` document the load writes). A call Alma
+        may have carried out before failing (a 5xx) is not repeated blindly: the user is looked up."""
+        query = {"social_authentication": "false", "send_pin_number_letter": "false"}
         for attempt in range(1, self.attempts + 1):
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-                    return json.loads(response.read().decode("utf-8") or "{}")
-            except urllib.error.HTTPError as error:
-                status, retry_after = error.code, error.headers.get("Retry-After")
-                said = alma_error(error.read())
-                error.close()
-                if status not in RETRIED_STATUSES or attempt == self.attempts:
-                    raise AlmaApiError(f"{call}: HTTP {status}{f' ({said})' if said else ''}") from None
-            except (urllib.error.URLError, TimeoutError, OSError) as error:
-                reason = getattr(error, "reason", error)
-                if attempt == self.attempts:
-                    raise AlmaApiError(f"{call}: {type(error).__name__}: {reason}") from None
-                retry_after = None
-            except json.JSONDecodeError:
-                raise AlmaApiError(f"{call}: the answer is not JSON") from None
-            delay = self.backoff_seconds * 2 ** (attempt - 1)
-            if retry_after and retry_after.isdigit():
-                delay = max(delay, min(float(retry_after), 300))
-            time.sleep(delay)
+                return self._call("POST", "/users", query, body=user_xml, retried=frozenset({429}))
+            except AlmaApiError as error:
+                if error.status is None or error.status < 500 or attempt == self.attempts:
+                    raise
+                if self.has_user(primary_id):
+                    return {}
+            time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
         raise AssertionError("unreachable")

@@ -1,0 +1,145 @@
+"""Same day (docs/patron-rules.md §13): the job ``patronload_now`` gives a few new people their Alma
+account now, not after tomorrow's load. It reads only their rows, builds exactly the records the
+daily load would (``domain/named.py``), and for each: a user Alma has is left alone (the SIS job
+updates it tomorrow), a user Alma lacks is created through the Users API (with ``send: true``;
+the default is a dry run). One failure does not stop the others. It writes nothing to the bucket,
+the baselines or the state: tomorrow's load sees each person as it would have. It emails its own
+report; logs and metadata carry counts only."""
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+
+import dagster as dg
+from pydantic import Field
+
+from .. import frames, reports, scratch
+from ..domain import checks
+from ..domain.load import STAFF, STUDENT
+from ..domain.named import MOST_NAMES, NamedRecord, asked_names, named_records
+from ..resources import InstitutionData, Mailer, Warehouse, read_sql_for_names
+from ..sensors import deliver
+from .api import AlmaApiError, AlmaUsers
+
+CREATED, WOULD_CREATE, EXISTS = "created", "would_create", "existing"
+MISSING, REJECTED, FAILED = "missing", "rejected_by_check", "failed"
+OUTCOMES = (CREATED, WOULD_CREATE, EXISTS, MISSING, REJECTED, FAILED)  # counted on the run
+
+
+class NowConfig(dg.Config):
+    """``ops: {patronload_now: {config: {kerberos_names: [...], send: false}}}``"""
+
+    kerberos_names: list[str] = Field(
+        min_length=1, max_length=MOST_NAMES, description=f"1 to {MOST_NAMES} Kerberos names"
+    )
+    send: bool = Field(
+        default=False, description="Create the missing users in Alma. False (the default): only report."
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    kind: str  # one of OUTCOMES
+    text: str  # what the report says of this person
+
+
+def decide(record: NamedRecord, alma: AlmaUsers, send: bool) -> Outcome:
+    """Look the person up in Alma and, with ``send``, create a user Alma lacks."""
+    if record.problem is not None:
+        kind = REJECTED if record.user_xml is None and record.primary_id else MISSING
+        return Outcome(record.name, kind, record.problem)
+    where = f"{record.primary_id} ({record.patron_type})"
+    try:
+        if alma.has_user(record.primary_id):
+            return Outcome(record.name, EXISTS, f"{where}: exists in Alma: tomorrow's load updates it")
+        if not send:
+            return Outcome(record.name, WOULD_CREATE, f"{where}: not in Alma: would be created")
+        alma.create_user(record.user_xml, record.primary_id)
+    except AlmaApiError as error:
+        return Outcome(record.name, FAILED, f"{where}: Alma's error: {error}")
+    return Outcome(record.name, CREATED, f"{where}: created in Alma")
+
+
+def now_message(outcomes: list[Outcome], send: bool, run_id: str, mailer: Mailer, today: dt.date):
+    counts = Counter(outcome.kind for outcome in outcomes)
+    heading = f"Patronload now, run {run_id}: {len(outcomes)} name(s); " + ", ".join(
+        f"{kind.replace('_', ' ')} {counts[kind]}" for kind in OUTCOMES if counts[kind]
+    )
+    body = [
+        heading,
+        "" if send else "DRY RUN (send: false): nothing was created in Alma. Run again with send: true.",
+        "",
+        *(f"{outcome.name}: {outcome.text}" for outcome in outcomes),
+        "",
+        "Nothing was written to the bucket Alma's SIS job reads: tomorrow's load sends these people as "
+        "usual.",
+    ]
+    subject = f"{mailer.workspace.upper()} Patronload now {today.isoformat()}"
+    return reports.compose(subject, body, mailer.sender, mailer.recipient_list())
+
+
+@dg.op(
+    description="Reads only the named people from both views, builds their records exactly as the daily "
+    "load does, and creates in Alma those it lacks (send: true); emails the report."
+)
+def named_accounts_now(
+    context: dg.OpExecutionContext,
+    config: NowConfig,
+    warehouse: Warehouse,
+    institution: InstitutionData,
+    alma_users: AlmaUsers,
+    mailer: Mailer,
+) -> dg.Output[dict]:
+    moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    try:
+        outcomes, metadata = _run(context, config, warehouse, institution, alma_users, moment)
+    except Exception as error:  # the report says so: the run failure sensors watch the daily load only
+        lines = [f"Patronload now, run {context.run.run_id}, FAILED before its report: {error}",
+                 "", "Nothing was created in Alma by this run after the failure."]  # fmt: skip
+        subject = f"{mailer.workspace.upper()} Patronload now {moment.date().isoformat()} failed"
+        failure = reports.compose(subject, lines, mailer.sender, mailer.recipient_list())
+        deliver(mailer, failure, f"{moment:%Y%m%dT%H%M%S}-{context.run.run_id}-now-failure", context.log)
+        raise
+    message = now_message(outcomes, config.send, context.run.run_id, mailer, moment.date())
+    where = deliver(mailer, message, f"{moment:%Y%m%dT%H%M%S}-{context.run.run_id}-now", context.log)
+    context.log.info(f"report sent: {where}")
+    return dg.Output({kind: metadata[kind] for kind in OUTCOMES}, metadata=metadata)
+
+
+def _run(context, config: NowConfig, warehouse, institution, alma_users: AlmaUsers, moment: dt.datetime):
+    """Every name's outcome, and the run's counts."""
+    if config.send and not alma_users.may_send:
+        raise dg.Failure(
+            "send: true in dev needs ALMA_API_BASE_URL set explicitly (a sandbox's gateway): nothing was sent"
+        )
+    names = asked_names(config.kerberos_names)
+    repairs: Counter = Counter()
+    rows = {}
+    for patron_type in (STAFF, STUDENT):
+        query, binds = read_sql_for_names(patron_type.name, names)
+        rows[patron_type.name] = list(frames.records(warehouse.read_frame(query, repairs, binds)))
+    context.log.info(
+        f"{len(names)} name(s): {len(rows['staff'])} staff and {len(rows['student'])} student row(s)"
+    )
+    with scratch.scratch(context.instance, context.run.run_id, "now") as folder:
+        records, counts = named_records(
+            names, rows["staff"], rows["student"], institution.load(), moment, folder,
+            checks.user_schemas(institution.alma_user_xsd),
+        )  # fmt: skip
+    outcomes = [decide(record, alma_users, config.send) for record in records]
+    tally = Counter(outcome.kind for outcome in outcomes)
+    metadata = {kind: tally[kind] for kind in OUTCOMES} | {"send": config.send, **dict(repairs + counts)}
+    context.log.info(", ".join(f"{kind} {count}" for kind, count in tally.items()))
+    return outcomes, metadata
+
+
+@dg.job(
+    name="patronload_now",
+    description="Same day: the named people's Alma accounts now (run config: kerberos_names, send). A dry "
+    "run unless send: true; never overwrites a user Alma has; writes nothing the daily load reads.",
+)
+def patronload_now_job():
+    # The step is called patronload_now, as its run config says (ops: patronload_now: config: ...);
+    # its op cannot share the job's name.
+    named_accounts_now.alias("patronload_now")()
