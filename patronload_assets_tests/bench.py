@@ -128,8 +128,10 @@ def _load(folder: Path, home: Path, patrons: int, label: str, settings: dict[str
     )
     watcher = PeakMemory(process.pid)
     watcher.start()
+    idle_before = _idle_seconds()
     stdout, stderr = process.communicate()
     wall = time.perf_counter() - started
+    idle = [after - before for before, after in zip(idle_before, _idle_seconds(), strict=True)]
     watcher.stop()
     # The largest single process of the run: the CLI, the forkserver, each step (MiB).
     peak = max(watcher.peak_kib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
@@ -162,8 +164,65 @@ def _load(folder: Path, home: Path, patrons: int, label: str, settings: dict[str
             elif evaluation.check_name == "departures":
                 compared.append(f"{evaluation.asset_key.to_user_string()}: {evaluation.description}")
     print(f"  steps (start order): {steps}")
+    print(
+        f"  cores idle during the load: {', '.join(f'{seconds:.1f} s' for seconds in idle)} of {wall:.1f} s"
+    )
     print(f"  schema check: {'; '.join(sorted(checked))}")
+    floor, users = validate_once(folder, settings)
+    print(
+        f"  validate-once floor (decompress, parse and validate the load's {users:,} users with lxml in one "
+        f"process): {floor:.1f} s; the load took {wall / floor:.2f} times the floor"
+    )
     print(f"  departures check: {'; '.join(sorted(compared))}")
+
+
+def _idle_seconds() -> list[float]:
+    """Each core's idle (and I/O wait) seconds since boot, from /proc/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0].startswith("cpu") and fields[0] != "cpu":
+            idle.append((int(fields[4]) + int(fields[5])) / ticks)
+    return idle
+
+
+def validate_once(folder: Path, settings: dict[str, str]) -> tuple[float, int]:
+    """The floor any validating loader pays once: each XML file of the load's zips decompressed,
+    parsed and validated whole by the project's schema, one after another in this process. Zips in
+    S3 are fetched first, untimed."""
+    import zipfile
+
+    from lxml import etree
+
+    from patronload_assets.domain.checks import PROJECT_XSD
+
+    schema = etree.XMLSchema(etree.parse(str(PROJECT_XSD)))
+    with tempfile.TemporaryDirectory(prefix="patronload-floor-") as fetched:
+        paths = sorted((folder / "bucket").rglob("*.zip"))
+        if settings:
+            import boto3
+
+            client = boto3.client(
+                "s3", endpoint_url=settings["S3_ENDPOINT_URL"], region_name="us-east-1",
+                aws_access_key_id="bench", aws_secret_access_key="bench",
+            )  # fmt: skip
+            listed = client.list_objects_v2(Bucket=settings["S3_BUCKET_NAME"]).get("Contents", [])
+            paths = []
+            for item in listed:
+                if item["Key"].endswith(".zip"):
+                    paths.append(Path(fetched) / Path(item["Key"]).name)
+                    client.download_file(settings["S3_BUCKET_NAME"], item["Key"], str(paths[-1]))
+        started, users = time.perf_counter(), 0
+        for path in paths:
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    document = etree.fromstring(archive.read(name))
+                    if not schema.validate(document):
+                        raise SystemExit(f"{name}: not valid: {schema.error_log.last_error}")
+                    users += len(document)
+                    del document
+        return time.perf_counter() - started, users
 
 
 class PeakMemory(threading.Thread):

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 from lxml import etree
 
-from patronload_assets import settings
+from patronload_assets import reports, settings
 from patronload_assets.alma import verdict
 from patronload_assets.alma.api import AlmaApiError, AlmaJobs
 from patronload_assets.domain import alma_jobs, synthetic
@@ -456,3 +456,16 @@ def test_with_a_key_the_code_location_loads_every_alma_job():
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "'alma_connection_test'" in completed.stdout and "'patronload_now'" in completed.stdout
+
+
+@pytest.mark.parametrize("status", sorted(alma_jobs.ENDED_STATES))
+def test_every_end_but_success_says_its_status_in_the_subject(status):
+    run = alma_jobs.job_run(
+        {"id": "9", "status": {"value": status}, "alert": {"value": "a1", "desc": "Alma's alert"},
+         "counter": counters(updated=3)}
+    )  # fmt: skip
+    facts = {"kind": "verdict", "load_date": "2026-12-01", "alerts": run.alerts, **run.metadata()}
+    message = reports.alma_job_message(facts, {}, "test", "a@b", ["c@d"])
+    expected = "TEST Patronload Alma job 2026-12-01" + ("" if status == "COMPLETED_SUCCESS" else f" {status}")
+    assert message["Subject"] == expected
+    assert "Alma's alerts on the run:\n  Alma's alert" in message.get_body().get_content()

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import zipfile
+from unittest import mock
 
 import boto3
 import pytest
@@ -61,6 +62,20 @@ def production_instance(home, host_tmp, moto_endpoint) -> dict:
     }
     instance["compute_logs"]["config"]["endpoint_url"] = moto_endpoint
     return instance
+
+
+def ended(client, run_id: str, environment: dict, folder) -> str:
+    """The run's end status, and on anything but success the errors its event log holds and the end
+    of what the run processes printed."""
+    status = wait_for(lambda: finished(client, run_id), 300, f"run {run_id}")
+    if status == "SUCCESS":
+        return status
+    import dagster as dg
+
+    with mock.patch.dict(os.environ, environment), dg.DagsterInstance.get() as instance:
+        errors = [entry.user_message[:3000] for entry in instance.all_logs(run_id) if entry.level >= 40]
+    printed = (folder / "dagster-dev.log").read_text(errors="replace")[-5000:]
+    return f"{status}: {errors}\n{printed}"
 
 
 def bucket_users(client, patron_type: str) -> list[str]:
@@ -135,7 +150,7 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postg
 
             # A first load, every run in a task of its own.
             first = launch(client)
-            assert wait_for(lambda: finished(client, first), 300, "the first load") == "SUCCESS"
+            assert ended(client, first, environment, tmp_path) == "SUCCESS"
             wait_for(lambda: sorted(outbox.glob(f"*{first}-success.eml")), 120, "the first report", 2)
 
             # The warehouse changes: seven new staff, 20 students with a new email address.
@@ -150,7 +165,7 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postg
                 changed,
             )
             second = launch(client)
-            assert wait_for(lambda: finished(client, second), 300, "the second load") == "SUCCESS"
+            assert ended(client, second, environment, tmp_path) == "SUCCESS"
             report = wait_for(lambda: sorted(outbox.glob(f"*{second}-success.eml")), 120, "its report", 2)
             assert report
             attached = attachments(report_of(outbox, second))
@@ -166,7 +181,7 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postg
                 "patronload_job", repository_location_name="patronload_assets",
                 repository_name="__repository__", asset_selection=["student_zip"],
             )  # fmt: skip
-            assert wait_for(lambda: finished(client, alone), 300, "student_zip alone") == "SUCCESS"
+            assert ended(client, alone, environment, tmp_path) == "SUCCESS"
 
             # The sensors in the code server still send the overdue report and Alma's verdict.
             wait_for(lambda: sorted(outbox.glob("*-overdue*.eml")), 180, "an overdue report", 2)

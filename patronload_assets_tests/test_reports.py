@@ -196,7 +196,7 @@ def test_a_long_list_is_attached_gzipped_and_named_so():
         "student_changes.csv": long_list,
         "staff_changes.csv": "primary_id,change,groups\nA@MIT.EDU,new,\n",
     }
-    message = reports._message("subject", ["body"], "a@b", ["c@d"], files)
+    message = reports.compose("subject", ["body"], "a@b", ["c@d"], files)
     attached = {part.get_filename(): part for part in message.iter_attachments()}
     assert sorted(attached) == ["staff_changes.csv", "student_changes.csv.gz"]
     assert gzip.decompress(attached["student_changes.csv.gz"].get_content()).decode() == long_list
