@@ -212,7 +212,7 @@ def alma_resource(environ: Mapping[str, str]) -> AlmaJobs | None:
     }  # fmt: skip
     return AlmaJobs(
         api_key=dg.EnvVar("ALMA_API_KEY"),
-        poll_minutes=_number(environ, "ALMA_POLL_MINUTES", 10),
+        poll_minutes=_number(environ, "ALMA_POLL_MINUTES", 10, float),
         wait_hours=_number(environ, "ALMA_JOB_WAIT_HOURS", 26, float),
         **located,
     )

@@ -226,3 +226,20 @@ def postgres():
     finally:
         subprocess.run(as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]))
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- order: the longest tests first ---------------------------------------------------------------
+
+# Tests that wait minutes on a daemon (sensor ticks, schedules): started first, each on a worker of
+# its own, while the other workers take the short tests (make test runs pytest-xdist).
+LONGEST_FIRST = (
+    "test_a_missed_deadline_sends_one_overdue_email_and_a_load_in_time_none",
+    "test_every_run_in_its_own_task_shares_only_postgresql_and_s3",
+    "test_launch_from_the_ui_path_reports_success_then_failure",
+    "test_under_dagster_dev_a_load_is_followed_by_alma_s_verdict",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order

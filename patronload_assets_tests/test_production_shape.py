@@ -12,7 +12,9 @@ import io
 import os
 import shutil
 import subprocess
+import tempfile
 import zipfile
+from pathlib import Path
 from unittest import mock
 
 import boto3
@@ -30,7 +32,7 @@ from .test_daemon import DAGSTER, finished, launch, running_dagster_dev, wait_fo
 pytestmark = pytest.mark.slow  # a daemon, a server or a whole install
 
 DEPLOY_INSTANCE = PROJECT_DIR / "deploy" / "aws" / "dagster.yaml"
-ALMA_BUCKET, STATE_BUCKET = "alma-bucket", "patronload-state"
+ALMA_BUCKET, STATE_BUCKET = "shape-alma-bucket", "shape-patronload-state"  # its own, on a shared moto
 
 
 def isolation_possible() -> bool:
@@ -103,9 +105,13 @@ def attachments(message) -> dict[str, list[dict]]:
     }
 
 
-def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postgres, moto_endpoint, tmp_path):
-    host_tmp, home = tmp_path / "host-tmp", tmp_path / "home"
-    host_tmp.mkdir()
+def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(
+    isolated, postgres, moto_endpoint, tmp_path, request
+):
+    # The host's temp folder: short, as the sockets of multiprocessing's forkserver live in it and a
+    # Unix socket's path holds at most 107 bytes (pytest-xdist's tmp_path can be longer).
+    host_tmp, home = Path(tempfile.mkdtemp(prefix="pl-host-")), tmp_path / "home"
+    request.addfinalizer(lambda: shutil.rmtree(host_tmp, ignore_errors=True))
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 400, 600)
     s3 = boto3.client(
         "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
@@ -131,7 +137,7 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postg
         "S3_BUCKET_NAME": ALMA_BUCKET, "S3_PREFIX": "alma", "S3_ENDPOINT_URL": moto_endpoint,
         "STATE_BUCKET_NAME": STATE_BUCKET,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "ALMA_API_KEY": KEY, "ALMA_SIS_JOB_ID": JOB_ID, "ALMA_POLL_MINUTES": "1",
+        "ALMA_API_KEY": KEY, "ALMA_SIS_JOB_ID": JOB_ID, "ALMA_POLL_MINUTES": "0.25",
         # A deadline every minute, one minute late: with the schedule stopped, a missed one is reported.
         "LOAD_SCHEDULE": "* * * * *", "LOAD_DEADLINE_MINUTES": "1", "LOAD_TIMEZONE": "UTC",
         "TMPDIR": str(host_tmp), "PYTHONPATH": str(PROJECT_DIR),
@@ -150,7 +156,7 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postg
 
             # A first load, every run in a task of its own.
             first = launch(client)
-            assert ended(client, first, environment, tmp_path) == "SUCCESS"
+            assert (status := ended(client, first, environment, tmp_path)) == "SUCCESS", status
             wait_for(lambda: sorted(outbox.glob(f"*{first}-success.eml")), 120, "the first report", 2)
 
             # The warehouse changes: seven new staff, 20 students with a new email address.
@@ -165,7 +171,7 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postg
                 changed,
             )
             second = launch(client)
-            assert ended(client, second, environment, tmp_path) == "SUCCESS"
+            assert (status := ended(client, second, environment, tmp_path)) == "SUCCESS", status
             report = wait_for(lambda: sorted(outbox.glob(f"*{second}-success.eml")), 120, "its report", 2)
             assert report
             attached = attachments(report_of(outbox, second))
@@ -181,7 +187,7 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(isolated, postg
                 "patronload_job", repository_location_name="patronload_assets",
                 repository_name="__repository__", asset_selection=["student_zip"],
             )  # fmt: skip
-            assert ended(client, alone, environment, tmp_path) == "SUCCESS"
+            assert (status := ended(client, alone, environment, tmp_path)) == "SUCCESS", status
 
             # The sensors in the code server still send the overdue report and Alma's verdict.
             wait_for(lambda: sorted(outbox.glob("*-overdue*.eml")), 180, "an overdue report", 2)

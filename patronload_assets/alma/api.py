@@ -131,8 +131,8 @@ class AlmaJobs(AlmaApi):
     profile_id: str | None = Field(
         default=None, description="The integration profile's id, to look the job up (ALMA_SIS_PROFILE_ID)"
     )
-    poll_minutes: int = Field(
-        default=10, ge=1, description="How often to look at the job (ALMA_POLL_MINUTES)"
+    poll_minutes: float = Field(
+        default=10, gt=0, description="How often to look at the job (ALMA_POLL_MINUTES; 0.25 is 15 seconds)"
     )
     wait_hours: float = Field(
         default=26, gt=0, description="How long after an upload a job run may take to appear and end"

@@ -55,10 +55,10 @@ def _uploads(instance: dg.DagsterInstance) -> list[float]:
     return found
 
 
-def alma_job_sensor(poll_minutes: int):
+def alma_job_sensor(poll_minutes: float):
     @dg.sensor(
         name="patronload_alma_job_report",
-        minimum_interval_seconds=60 * poll_minutes,
+        minimum_interval_seconds=max(1, round(60 * poll_minutes)),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="After each upload, follows the run of Alma's SIS job that picks the zips up; when it "
         "ends, materializes alma_sis_job and emails Alma's counts and rejected users.",
