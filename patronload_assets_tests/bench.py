@@ -117,7 +117,7 @@ def _zip_sizes(folder: Path, settings: dict[str, str]) -> list[int]:
 def _load(folder: Path, home: Path, patrons: int, label: str, settings: dict[str, str]) -> None:
     environment = embedded_environment(folder, home, **settings)
     command = [Path(sys.executable).parent / MATERIALIZE_ALL[0], *MATERIALIZE_ALL[1:]]
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     process = subprocess.Popen(
         command,
         cwd=PROJECT_DIR,
@@ -147,10 +147,18 @@ def _load(folder: Path, home: Path, patrons: int, label: str, settings: dict[str
     os.environ["DAGSTER_HOME"] = str(home)  # the instance file reads it
     with dg.DagsterInstance.from_config(str(home)) as instance:
         [run] = instance.get_runs(limit=1)
-        steps = ", ".join(
-            f"{stats.step_key} {stats.end_time - stats.start_time:.0f} s"
-            for stats in sorted(instance.get_run_step_stats(run.run_id), key=lambda stats: stats.start_time)
-        )
+        stats = sorted(instance.get_run_step_stats(run.run_id), key=lambda stats: stats.start_time)
+        steps = ", ".join(f"{stat.step_key} {stat.end_time - stat.start_time:.0f} s" for stat in stats)
+        record = instance.get_run_record_by_id(run.run_id)
+        # Where the wall time goes besides the steps: before the run starts (the command line
+        # imports Dagster and the code location, makes the run), before the first step (the
+        # executor and its forkserver start), and after the last step (the run ends, the process exits).
+        phases = {
+            "before the run": record.start_time - started_at,
+            "run start to first step": stats[0].start_time - record.start_time,
+            "steps (first start to last end)": max(stat.end_time for stat in stats) - stats[0].start_time,
+            "after the last step": started_at + wall - max(stat.end_time for stat in stats),
+        }
         checked, compared = [], []
         for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
             evaluation = entry.dagster_event.event_specific_data
@@ -164,6 +172,7 @@ def _load(folder: Path, home: Path, patrons: int, label: str, settings: dict[str
             elif evaluation.check_name == "departures":
                 compared.append(f"{evaluation.asset_key.to_user_string()}: {evaluation.description}")
     print(f"  steps (start order): {steps}")
+    print(f"  wall time: {'; '.join(f'{name} {seconds:.1f} s' for name, seconds in phases.items())}")
     print(
         f"  cores idle during the load: {', '.join(f'{seconds:.1f} s' for seconds in idle)} of {wall:.1f} s"
     )
