@@ -76,6 +76,7 @@ class StandInAlma:
         # The Users API: users by primary id in upper case -> their identifiers; what was created.
         self.users: dict[str, set[str]] = {}
         self.created: list[bytes] = []
+        self.job_record = True  # GET /conf/jobs/{id}: not among the documented job calls; may be refused
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
 
@@ -154,6 +155,8 @@ class StandInAlma:
         if len(parts) < 3 or parts[:2] != ["conf", "jobs"] or parts[2] not in (JOB_ID, OTHER_JOB_ID):
             return error(400, "402213", "Job not found")
         if len(parts) == 3:
+            if not self.job_record:
+                return error(400, "402213", "Not supported")
             category, kind = ("USERS", "SIS") if parts[2] == JOB_ID else ("ACQUISITIONS", "OTHER")
             return 200, {"id": parts[2], "name": "SIS synchronize" if kind == "SIS" else "Export",
                          "category": {"value": category}, "type": {"value": kind}}  # fmt: skip

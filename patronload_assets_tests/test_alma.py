@@ -474,3 +474,11 @@ def test_every_end_but_success_says_its_status_in_the_subject(status):
     expected = "TEST Patronload Alma job 2026-12-01" + ("" if status == "COMPLETED_SUCCESS" else f" {status}")
     assert message["Subject"] == expected
     assert "Alma's alerts on the run:\n  Alma's alert" in message.get_body().get_content()
+
+
+def test_the_first_day_check_reads_the_runs_when_the_job_s_own_record_is_refused(alma):
+    alma.job_record = False
+    alma.add_run("900", dt.datetime.now(dt.UTC), "COMPLETED_SUCCESS", counter=counters(updated=7))
+    result, log = _first_day(alma)
+    assert result.success, log[-2000:]
+    assert f"GET /conf/jobs/{JOB_ID}: HTTP 400 (error 402213" in log and "run 900: COMPLETED_SUCCESS" in log
