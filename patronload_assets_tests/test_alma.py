@@ -482,3 +482,17 @@ def test_the_first_day_check_reads_the_runs_when_the_job_s_own_record_is_refused
     result, log = _first_day(alma)
     assert result.success, log[-2000:]
     assert f"GET /conf/jobs/{JOB_ID}: HTTP 400 (error 402213" in log and "run 900: COMPLETED_SUCCESS" in log
+
+
+def test_alma_s_error_list_is_read_in_json_and_in_xml():
+    from patronload_assets.alma.api import alma_errors
+
+    json_body = b'{"errorsExist": true, "errorList": {"error": {"errorCode": "401861", "errorMessage": "x"}}}'
+    xml_body = (
+        b'<web_service_result xmlns="http://com/exlibris/urm/general/xmlbeans"><errorsExist>true</errorsExist>'
+        b"<errorList><error><errorCode>401861</errorCode><errorMessage>User  not found</errorMessage></error>"
+        b"</errorList></web_service_result>"
+    )
+    assert alma_errors(json_body) == [("401861", "x")]  # one object where a list is expected
+    assert alma_errors(xml_body) == [("401861", "User not found")]
+    assert alma_errors(b"<html>gateway</html>") == alma_errors(b"not json") == []

@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import dagster as dg
+from lxml import etree
 from pydantic import Field, PrivateAttr
 
 from ..domain import alma_jobs
@@ -41,11 +42,22 @@ class AlmaApiError(RuntimeError):
 
 
 def alma_errors(body: bytes) -> list[tuple[str, str]]:
-    """Alma's own word on a failed call: ``(errorCode, errorMessage)`` of its ``errorList``."""
+    """Alma's own word on a failed call: ``(errorCode, errorMessage)`` of its ``errorList``, in JSON
+    or, should the gateway answer in XML (``web_service_result``), in XML."""
     try:
         answer = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return []
+        try:
+            document = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
+        except etree.XMLSyntaxError:
+            return []
+        return [
+            (
+                error.findtext("{*}errorCode") or "",
+                " ".join((error.findtext("{*}errorMessage") or "").split())[:200],
+            )
+            for error in document.iterfind(".//{*}errorList/{*}error")
+        ]
     errors = (
         alma_jobs.as_list((answer.get("errorList") or {}).get("error")) if isinstance(answer, dict) else []
     )
@@ -83,9 +95,11 @@ class AlmaApi(dg.ConfigurableResource):
         body: bytes | None = None,
         call: str | None = None,
         retried: frozenset[int] = RETRIED_STATUSES,
+        answer_needed: bool = True,
     ) -> dict:
         """One call, JSON back; ``call`` names it in errors (a path template where the path holds a
-        person's id: errors go to logs)."""
+        person's id: errors go to logs). Without ``answer_needed``, a success whose body is not JSON
+        is a success all the same (``{}``)."""
         url = f"{self.base_url.rstrip('/')}{API_PATH}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -97,7 +111,13 @@ class AlmaApi(dg.ConfigurableResource):
         for attempt in range(1, self.attempts + 1):
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-                    return json.loads(response.read().decode("utf-8") or "{}")
+                    data = response.read()
+                try:
+                    return json.loads(data.decode("utf-8") or "{}")
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    if answer_needed:
+                        raise AlmaApiError(f"{call}: the answer is not JSON") from None
+                    return {}
             except urllib.error.HTTPError as error:
                 status, retry_after = error.code, error.headers.get("Retry-After")
                 errors = alma_errors(error.read())
@@ -114,8 +134,6 @@ class AlmaApi(dg.ConfigurableResource):
                 if attempt == self.attempts:
                     raise AlmaApiError(f"{call}: {type(error).__name__}: {reason}") from None
                 retry_after = None
-            except json.JSONDecodeError:
-                raise AlmaApiError(f"{call}: the answer is not JSON") from None
             delay = self.backoff_seconds * 2 ** (attempt - 1)
             if retry_after and retry_after.isdigit():
                 delay = max(delay, min(float(retry_after), 300))
@@ -205,8 +223,10 @@ class AlmaUsers(AlmaApi):
     def has_user(self, primary_id: str) -> bool:
         """Whether Alma has a user of this id (any unique identifier counts)."""
         try:
-            self._get(f"/users/{urllib.parse.quote(primary_id, safe='')}", {"user_id_type": "all_unique"},
-                      call="/users/{user_id}")  # fmt: skip
+            path = f"/users/{urllib.parse.quote(primary_id, safe='')}"
+            self._call(
+                "GET", path, {"user_id_type": "all_unique"}, call="/users/{user_id}", answer_needed=False
+            )
         except AlmaApiError as error:
             if error.status == 400 and USER_NOT_FOUND in error.codes:
                 return False
@@ -219,7 +239,9 @@ class AlmaUsers(AlmaApi):
         query = {"social_authentication": "false", "send_pin_number_letter": "false"}
         for attempt in range(1, self.attempts + 1):
             try:
-                return self._call("POST", "/users", query, body=user_xml, retried=frozenset({429}))
+                return self._call(
+                    "POST", "/users", query, body=user_xml, retried=frozenset({429}), answer_needed=False
+                )
             except AlmaApiError as error:
                 if error.status is None or error.status < 500 or attempt == self.attempts:
                     raise
