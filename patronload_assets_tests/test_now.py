@@ -20,7 +20,7 @@ from patronload_assets.domain.values import kerberos_key
 from patronload_assets.resources import InstitutionData, OutboxMailer, SqliteWarehouse
 
 from .alma_standin import KEY, StandInAlma
-from .conftest import assert_valid_users, load
+from .conftest import assert_valid_users, load, state_resources
 
 INJECTION = "X' OR '1'='1"
 
@@ -76,6 +76,7 @@ def run_now(people, alma, tmp_path, names, send, may_send=True):
                     api_key=KEY, base_url=alma.base_url, backoff_seconds=0.01, may_send=may_send
                 ),
                 "mailer": OutboxMailer(directory=str(outbox), workspace="test"),
+                **state_resources(),  # as the code location has them: the frames' IO manager too
             },
             raise_on_error=False,
         )
