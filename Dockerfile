@@ -11,7 +11,7 @@
 # for a warehouse older than python-oracledb's thin mode supports. Without it, thin mode.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
-COPY setup.py README.md ./
+COPY setup.py ./
 COPY patronload_assets ./patronload_assets
 COPY sql ./sql
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[deploy]'
