@@ -86,11 +86,14 @@ class Fingerprints:
                 kept.digests.extend(self.digests[index * width : (index + 1) * width])
         return kept
 
+    def matrix(self) -> np.ndarray:
+        """The digests as a row per user, a column per group (a view, not a copy)."""
+        return np.frombuffer(self.digests, dtype=np.uint32).reshape(len(self.primary_ids), len(GROUPS))
+
     def frame(self) -> pd.DataFrame:
         """One row per primary id in upper case (the first, should a load repeat one), a column per
         group."""
-        matrix = np.frombuffer(self.digests, dtype=np.uint32).reshape(len(self.primary_ids), len(GROUPS))
-        frame = pd.DataFrame(matrix, columns=list(GROUPS))
+        frame = pd.DataFrame(self.matrix(), columns=list(GROUPS))
         frame.insert(0, KEY_ELEMENT, pd.Series(self.primary_ids, dtype=object).str.upper())
         return frame.drop_duplicates(KEY_ELEMENT).set_index(KEY_ELEMENT)
 
@@ -164,8 +167,7 @@ class Baseline:
 
 def write_baseline(path: Path, baseline: Baseline) -> None:
     """Write ``baseline`` (owner-only; whole or not at all) as an Arrow file."""
-    fingerprints = baseline.fingerprints
-    matrix = np.frombuffer(fingerprints.digests, dtype=np.uint32).reshape(len(fingerprints), len(GROUPS))
+    fingerprints, matrix = baseline.fingerprints, baseline.fingerprints.matrix()
     columns = {KEY_ELEMENT: pa.array(fingerprints.primary_ids, pa.string())}  # as sent
     columns.update((group, pa.array(matrix[:, index])) for index, group in enumerate(GROUPS))
     table = pa.table(columns).replace_schema_metadata(

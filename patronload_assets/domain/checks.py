@@ -133,7 +133,6 @@ class Inspection:
 # and literal-prefix patterns, which run at memory speed (a character class would scan 50 times
 # slower).
 _BREAKS = "\t\n\r\x85\u2028\u2029"
-_REMOVED_BY_CLEANING = re.compile(f"[{values.CONTROL_CHARACTERS}{values.INVISIBLE_CHARACTERS}]")
 _SEPARATORS = (
     re.compile(rb"\xe2\x80[\xa8\xa9]"),  # LS, PS
     re.compile(rb"\xc2[\x80-\x9f\xad]"),  # NEL, the other C1 controls, soft hyphen
@@ -172,7 +171,7 @@ def _breaks_in_values(user) -> list[str]:
         for where, text in [*texts, *((f"{element.tag}/@{name}", value) for name, value in element.items())]:
             if any(c in text for c in _BREAKS):
                 found.append(f"line break or tab in {where}")
-            if _REMOVED_BY_CLEANING.search(text):
+            if values.REMOVED.search(text):
                 found.append(f"control or invisible character in {where}")
     return found
 

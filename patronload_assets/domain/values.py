@@ -23,7 +23,8 @@ CONTROL_CHARACTERS = "\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ufeff\ud800-\udfff\uf
 # (which can make a name display reversed). Zero-width joiner and non-joiner (U+200C, U+200D) stay:
 # they spell names in Persian, Arabic and Indic scripts.
 INVISIBLE_CHARACTERS = "\u00ad\u200b\u2060\u202a-\u202e\u2066-\u2069"
-_REMOVED = re.compile(f"[{CONTROL_CHARACTERS}{INVISIBLE_CHARACTERS}]")
+REMOVED = re.compile(f"[{CONTROL_CHARACTERS}{INVISIBLE_CHARACTERS}]")  # the schema check refuses them too
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
 _INVISIBLE = re.compile(f"[{INVISIBLE_CHARACTERS}]")
 
 # Any whitespace but a lone space: CR, LF, TAB, VT, FF, NEL, the line and paragraph separators,
@@ -53,13 +54,15 @@ def to_text(value: object, repairs: Counter | None = None) -> str | None:
     text = value.strip()
     if not text:
         return None
-    if _REMOVED.search(text):
-        if repairs is not None:
-            invisible = _INVISIBLE.search(text) is not None
-            repairs[REPAIR_INVISIBLE_CHARACTERS if invisible else REPAIR_CONTROL_CHARACTERS] += 1
-            if invisible and _REMOVED.search(_INVISIBLE.sub("", text)):
-                repairs[REPAIR_CONTROL_CHARACTERS] += 1
-        text = _REMOVED.sub("", text).strip()
+    if REMOVED.search(text):
+        if repairs is not None:  # each kind the value held, counted once
+            for kind, pattern in (
+                (REPAIR_CONTROL_CHARACTERS, _CONTROL),
+                (REPAIR_INVISIBLE_CHARACTERS, _INVISIBLE),
+            ):
+                if pattern.search(text):
+                    repairs[kind] += 1
+        text = REMOVED.sub("", text).strip()
         if not text:
             return None
     if _IRREGULAR_SPACE.search(text):
@@ -129,7 +132,7 @@ def clean_row(row: Mapping[str, object], repairs: Counter | None = None) -> dict
             slow = True
             break
     joined = "".join(filter(None, cleaned.values()))  # trimmed values: no run of spaces at a seam
-    if slow or _REMOVED.search(joined) or _IRREGULAR_SPACE.search(joined):
+    if slow or REMOVED.search(joined) or _IRREGULAR_SPACE.search(joined):
         return {column: to_text(value, repairs) for column, value in row.items()}
     return cleaned
 
