@@ -240,6 +240,19 @@ class Bucket(dg.ConfigurableResource):
         """The object at ``key`` into the file ``path``; ``FileNotFoundError`` when there is none."""
         raise NotImplementedError
 
+    @contextmanager
+    def local_file(self, key: str) -> Iterator[Path | None]:
+        """The object at ``key`` as a file on this disk while the block runs (``None`` when there
+        is none): downloaded to a temporary folder, removed after."""
+        with tempfile.TemporaryDirectory(prefix="patronload-object-") as folder:
+            path = Path(folder) / Path(key).name
+            try:
+                self.download(key, path)
+            except FileNotFoundError:
+                yield None
+                return
+            yield path
+
     def _folder(self) -> str:
         return object_key(self.prefix, "")  # "alma/", or "" with no prefix
 
@@ -288,6 +301,12 @@ class LocalBucket(Bucket):
 
     def download(self, key: str, path: Path) -> None:
         shutil.copyfile(self.path_of(key), path)
+
+    @contextmanager
+    def local_file(self, key: str) -> Iterator[Path | None]:
+        """The stored file itself: no copy."""
+        path = self.path_of(key)
+        yield path if path.is_file() else None
 
 
 class S3Bucket(Bucket):

@@ -53,32 +53,23 @@ class StateStore(dg.ConfigurableResource):
 
     def describe(self) -> str:
         """Where the state is, for logs: a bucket and prefix or a folder, never a credential."""
-        return self.objects().url(object_key(self.objects().prefix, ""))
+        return self.objects().url(self._key(""))
 
     def _key(self, name: str) -> str:
         return object_key(self.objects().prefix, name)
 
-    def put_file(self, name: str, path: Path) -> None:
-        """Store the file ``path`` as ``name`` (whole or not at all)."""
-        self.objects().upload(path, self._key(name))
-
     @contextlib.contextmanager
-    def local_copy(self, name: str) -> Iterator[Path | None]:
-        """The object ``name`` as a local file while the block runs (``None`` when missing): the
-        stored file itself in a folder, a download on this task's disk from a bucket."""
-        objects, key = self.objects(), self._key(name)
-        if isinstance(objects, LocalBucket):
-            path = objects.path_of(key)
-            yield path if path.is_file() else None
-            return
+    def writing(self, name: str) -> Iterator[Path]:
+        """A file on this disk to write ``name`` into; stored (whole or not at all) when the block
+        ends without an error."""
         with tempfile.TemporaryDirectory(prefix="patronload-state-") as folder:
             path = Path(folder) / Path(name).name
-            try:
-                objects.download(key, path)
-            except FileNotFoundError:
-                yield None
-                return
             yield path
+            self.objects().upload(path, self._key(name))
+
+    def local_copy(self, name: str) -> contextlib.AbstractContextManager[Path | None]:
+        """The object ``name`` as a file on this disk while the block runs (``None`` when missing)."""
+        return self.objects().local_file(self._key(name))
 
     def listing(self, folder: str) -> dict[str, dt.datetime]:
         """Every object under ``folder`` by name (relative to the state's prefix), with when it was
@@ -93,23 +84,22 @@ class StateStore(dg.ConfigurableResource):
 
     def write_report_file(
         self, run_id: str, name: str, header: Iterable[str], rows: Iterable[Iterable]
-    ) -> str:
+    ) -> None:
         """A CSV the run report attaches (``name``), kept for ``report_retention_days``."""
-        with tempfile.TemporaryDirectory(prefix="patronload-report-") as folder:
-            path = Path(folder) / name
-            with open(path, "w", encoding="utf-8", newline="") as file:
-                writer = csv.writer(file, lineterminator="\n")
-                writer.writerow(header)
-                writer.writerows(rows)
-            self.put_file(f"{REPORTS}/{run_id}/{name}", path)
-        return name
+        with (
+            self.writing(f"{REPORTS}/{run_id}/{name}") as path,
+            open(path, "w", encoding="utf-8", newline="") as file,
+        ):
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
 
     def read_report_files(self, run_id: str) -> dict[str, str]:
         """What a report attaches: each CSV the run (or a sensor, by its label) left, by name."""
         files = {}
-        for name in sorted(self.listing(f"{REPORTS}/{run_id}/")):
+        for name in sorted(name for name in self.listing(f"{REPORTS}/{run_id}/") if name.endswith(".csv")):
             with self.local_copy(name) as path:
-                if path is not None and name.endswith(".csv"):
+                if path is not None:
                     files[Path(name).name] = path.read_text(encoding="utf-8")
         return files
 
@@ -123,10 +113,8 @@ class StateStore(dg.ConfigurableResource):
     # -- baselines ---------------------------------------------------------------------------------
 
     def write_baseline(self, patron_type: str, baseline: changes.Baseline) -> None:
-        with tempfile.TemporaryDirectory(prefix="patronload-baseline-") as folder:
-            path = Path(folder) / f"{patron_type}.arrow"
+        with self.writing(f"{BASELINES}/{patron_type}.arrow") as path:
             changes.write_baseline(path, baseline)
-            self.put_file(f"{BASELINES}/{patron_type}.arrow", path)
 
     def read_baseline(self, patron_type: str) -> changes.Baseline | None:
         """The type's last successful load kept here; ``None`` when there is none or it cannot be
@@ -138,11 +126,9 @@ class StateStore(dg.ConfigurableResource):
 
     def write_frame(self, name: str, frame: pd.DataFrame) -> int:
         """Store a frame as a zstd-compressed Arrow (Feather) file; its stored size."""
-        with tempfile.TemporaryDirectory(prefix="patronload-frame-") as folder:
-            path = Path(folder) / f"{name}.arrow"
+        with self.writing(f"{FRAMES}/{name}.arrow") as path:
             feather.write_feather(frame, str(path), compression="zstd")
             size = path.stat().st_size
-            self.put_file(f"{FRAMES}/{name}.arrow", path)
         return size
 
     def read_frame(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
