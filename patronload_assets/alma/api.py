@@ -54,7 +54,7 @@ def alma_errors(body: bytes) -> list[tuple[str, str]]:
         return [
             (
                 error.findtext("{*}errorCode") or "",
-                " ".join((error.findtext("{*}errorMessage") or "").split())[:200],
+                alma_jobs.one_line(error.findtext("{*}errorMessage"))[:200],
             )
             for error in document.iterfind(".//{*}errorList/{*}error")
         ]
@@ -62,7 +62,7 @@ def alma_errors(body: bytes) -> list[tuple[str, str]]:
         alma_jobs.as_list((answer.get("errorList") or {}).get("error")) if isinstance(answer, dict) else []
     )
     return [
-        (str(error.get("errorCode") or ""), " ".join(str(error.get("errorMessage") or "").split())[:200])
+        (str(error.get("errorCode") or ""), alma_jobs.one_line(error.get("errorMessage"))[:200])
         for error in errors
         if isinstance(error, dict)
     ]

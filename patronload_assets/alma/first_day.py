@@ -16,17 +16,21 @@ RUNS_SHOWN = 3
 LOOK_BACK_DAYS = 31  # the runs listed: a daily job has run in the last month
 
 
+def _job_field(record: dict, field: str):
+    """A field of a job, or of a run's ``job_info`` (a run names its job too)."""
+    info = record.get("job_info") if isinstance(record.get("job_info"), dict) else {}
+    return record.get(field) or info.get(field)
+
+
 def job_kind(job: dict) -> tuple[str, str]:
     """The job's category and type (``USERS``, ``SIS`` for the SIS job); "" where Alma says none."""
-    info = job.get("job_info") if isinstance(job.get("job_info"), dict) else {}
-    return tuple(alma_jobs.value_of(job.get(field) or info.get(field)) for field in ("category", "type"))
+    return tuple(alma_jobs.value_of(_job_field(job, field)) for field in ("category", "type"))
 
 
 def describe_job(job: dict) -> str:
     """The job's id, name, category and type, as Alma lists them."""
-    info = job.get("job_info") if isinstance(job.get("job_info"), dict) else {}
-    parts = [f"job {job.get('id') or info.get('id') or '?'}"]
-    name = job.get("name") or info.get("name")
+    parts = [f"job {_job_field(job, 'id') or '?'}"]
+    name = _job_field(job, "name")
     if name:
         parts.append(f"'{name}'")
     parts += [

@@ -61,12 +61,13 @@ def decide(record: NamedRecord, alma: AlmaUsers, send: bool) -> Outcome:
     return Outcome(record.name, CREATED, f"{where}: created in Alma")
 
 
-def now_message(outcomes: list[Outcome], send: bool, run_id: str, mailer: Mailer, today: dt.date):
+def now_lines(outcomes: list[Outcome], send: bool, run_id: str) -> list[str]:
+    """The report: each name and what became of it."""
     counts = Counter(outcome.kind for outcome in outcomes)
     heading = f"Patronload now, run {run_id}: {len(outcomes)} name(s); " + ", ".join(
         f"{kind.replace('_', ' ')} {counts[kind]}" for kind in OUTCOMES if counts[kind]
     )
-    body = [
+    return [
         heading,
         "" if send else "DRY RUN (send: false): nothing was created in Alma. Run again with send: true.",
         "",
@@ -75,8 +76,16 @@ def now_message(outcomes: list[Outcome], send: bool, run_id: str, mailer: Mailer
         "Nothing was written to the bucket Alma's SIS job reads: tomorrow's load sends these people as "
         "usual.",
     ]
-    subject = f"{mailer.workspace.upper()} Patronload now {today.isoformat()}"
-    return reports.compose(subject, body, mailer.sender, mailer.recipient_list())
+
+
+def send_report(context, mailer: Mailer, moment: dt.datetime, lines: list[str], failed: bool = False) -> str:
+    """Email the job's report (``{WORKSPACE} Patronload now {date}``, ``... failed``), retried."""
+    subject = (
+        f"{mailer.workspace.upper()} Patronload now {moment.date().isoformat()}{' failed' if failed else ''}"
+    )
+    message = reports.compose(subject, lines, mailer.sender, mailer.recipient_list())
+    label = f"{moment:%Y%m%dT%H%M%S}-{context.run.run_id}-now{'-failure' if failed else ''}"
+    return deliver(mailer, message, label, context.log)
 
 
 @dg.op(
@@ -98,12 +107,9 @@ def named_accounts_now(
     except Exception as error:  # the report says so: the run failure sensors watch the daily load only
         lines = [f"Patronload now, run {context.run.run_id}, FAILED before its report: {error}",
                  "", "Nothing was created in Alma by this run after the failure."]  # fmt: skip
-        subject = f"{mailer.workspace.upper()} Patronload now {moment.date().isoformat()} failed"
-        failure = reports.compose(subject, lines, mailer.sender, mailer.recipient_list())
-        deliver(mailer, failure, f"{moment:%Y%m%dT%H%M%S}-{context.run.run_id}-now-failure", context.log)
+        send_report(context, mailer, moment, lines, failed=True)
         raise
-    message = now_message(outcomes, config.send, context.run.run_id, mailer, moment.date())
-    where = deliver(mailer, message, f"{moment:%Y%m%dT%H%M%S}-{context.run.run_id}-now", context.log)
+    where = send_report(context, mailer, moment, now_lines(outcomes, config.send, context.run.run_id))
     context.log.info(f"report sent: {where}")
     return dg.Output(None, metadata=metadata)  # the counts on the run; nothing stored
 

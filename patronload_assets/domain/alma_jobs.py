@@ -70,6 +70,11 @@ def counter_name(description: str) -> str:
     return "_".join(word for word in words if word not in _FILLER_WORDS) or "_".join(words) or "unnamed"
 
 
+def one_line(value: object) -> str:
+    """Alma's text on one line, runs of whitespace single spaces; ``None`` is ""."""
+    return "" if value is None else " ".join(str(value).split())
+
+
 def as_list(value: object) -> list:
     """A JSON list, tolerantly: a single object is a list of one, a missing one is empty."""
     if value is None:
@@ -174,17 +179,16 @@ def _event_values(event: Mapping) -> list[tuple[str, str]]:
     pairs = []
     for key in as_list(event.get("event_key")):
         if isinstance(key, Mapping):
-            value = key.get("value")
-            pairs.append((str(key.get("code") or ""), "" if value is None else " ".join(str(value).split())))
+            pairs.append((str(key.get("code") or ""), one_line(key.get("value"))))
         elif key is not None:
-            pairs.append(("", " ".join(str(key).split())))
+            pairs.append(("", one_line(key)))
     for name, value in event.items():
         if (
             name not in ("event_id", "event_key")
             and isinstance(value, str | int | float)
             and str(value).strip()
         ):
-            pairs.append((name, " ".join(str(value).split())))
+            pairs.append((name, one_line(value)))
     return pairs
 
 
