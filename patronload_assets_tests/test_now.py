@@ -5,7 +5,6 @@ user holds, a 429."""
 import email
 import email.policy
 import sqlite3
-import zipfile
 from collections import Counter
 
 import dagster as dg
@@ -21,6 +20,7 @@ from patronload_assets.resources import InstitutionData, OutboxMailer, SqliteWar
 
 from .alma_standin import KEY, StandInAlma
 from .conftest import assert_valid_users, load, state_resources
+from .test_changes import _loaded
 
 INJECTION = "X' OR '1'='1"
 
@@ -52,11 +52,7 @@ def people(tmp_path_factory):
     only_students = sorted(key for key in student_keys - staff_keys if key and once[key] == 1)
     bucket = folder / "bucket"
     assert load(warehouse, bucket).success
-    daily = {}
-    for path in (bucket / "alma").glob("*.zip"):
-        with zipfile.ZipFile(path) as archive:
-            for user in etree.fromstring(archive.read(archive.namelist()[0])):
-                daily[user.findtext("primary_id").upper()] = user
+    daily = {**_loaded(bucket, "staff"), **_loaded(bucket, "student")}  # the daily load's users by primary id
     return {
         "warehouse": warehouse, "daily": daily, "employee": employee, "staff": only_staff[0],
         "existing": only_students[0], "conflicting": only_students[1], "bucket": bucket,
