@@ -1,9 +1,11 @@
 """Every command the README shows works from the project root, with DAGSTER_HOME unset (a
 throwaway instance, as Dagster does) and set."""
 
+import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -15,8 +17,11 @@ from patronload_assets.domain import synthetic
 from .conftest import PROJECT_DIR, instance_state, load
 from .environment import MATERIALIZE_ALL, embedded_environment
 
-# Commands from the project root with DAGSTER_HOME unset make throwaway instances there: one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("project_root")]
+pytestmark = pytest.mark.slow
+# Commands from the project root with DAGSTER_HOME unset make throwaway instances there: one at a
+# time across pytest-xdist's workers (its loadgroup does not group under pytest 9), so each
+# command's leftovers are its own.
+ROOT_LOCK = PROJECT_DIR / ".local" / "project-root.lock"
 
 BIN = Path(sys.executable).parent
 
@@ -28,10 +33,52 @@ def environment(tmp_path, home: Path | None) -> dict[str, str]:
     return env
 
 
+def throwaway_instances() -> set[Path]:
+    return set(PROJECT_DIR.glob(".tmp_dagster_home_*"))
+
+
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    completed = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, (command, completed.stdout[-2000:], completed.stderr[-3000:])
-    return completed
+    """``command`` from the project root. On return it and every process it started have ended, and
+    none left a throwaway instance behind (a code server that outlives its command could write one)."""
+    ROOT_LOCK.parent.mkdir(exist_ok=True)
+    with open(ROOT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+        return run_alone(command, env)
+
+
+def run_alone(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    before = throwaway_instances()
+    with subprocess.Popen(
+        command, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: its children are waited for below
+    ) as process:  # fmt: skip
+        stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, (command, stdout[-2000:], stderr[-3000:])
+    deadline = time.monotonic() + 60
+    while alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(process.pid), (command, "a process it started is still running after 60 s")
+    assert not throwaway_instances() - before, command
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def alive(group: int) -> bool:
+    """Whether a process of ``group`` still runs (a zombie, not yet reaped by init, does not)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _, process_group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # ended while listed
+            continue
+        if int(process_group) == group and state != "Z":
+            return True
+    return False
 
 
 @pytest.mark.parametrize(
@@ -62,7 +109,6 @@ def test_the_whole_load_from_the_root(tmp_path, name, home):
     run(LOADS[name], env)
     zips = sorted(path.name.split("_")[0] for path in (tmp_path / "bucket").glob("*.zip"))
     assert zips == ["staff", "student"]
-    assert not list(PROJECT_DIR.glob(".tmp_dagster_home_*"))  # the throwaway instance is gone
     if home:
         with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
             [record] = instance.get_run_records()
