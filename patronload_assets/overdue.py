@@ -121,7 +121,7 @@ def overdue_lines(
 def _overdue_sensor(timing: LoadTiming):
     @dg.sensor(
         name="patronload_overdue",
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=timing.sensor_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Emails once when a load has not succeeded by its deadline "
         "(LOAD_SCHEDULE + LOAD_DEADLINE_MINUTES).",

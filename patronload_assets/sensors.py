@@ -20,6 +20,7 @@ from . import assets, reports
 from .jobs import patronload_job, patronload_preview
 from .resources import Mailer
 from .state import StateStore
+from .timing import LOAD_TIMING
 
 PATRONLOAD_ASSETS = frozenset(
     key.to_user_string() for definition in dg.load_assets_from_modules([assets]) for key in definition.keys
@@ -128,7 +129,7 @@ def send_or_keep_pending(
 def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, description: str):
     @dg.sensor(
         name=name,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=LOAD_TIMING.sensor_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=description,
     )

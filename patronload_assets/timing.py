@@ -2,8 +2,10 @@
 
 ``LOAD_SCHEDULE`` (cron), ``LOAD_TIMEZONE`` and ``LOAD_DEADLINE_MINUTES``: the daily schedule
 (``schedules.py``) runs at each scheduled time; a load that has not succeeded by the scheduled time
-plus the deadline minutes is overdue (``overdue.py``; the zips' freshness policy). Not secrets: the
-UI shows them anyway.
+plus the deadline minutes is overdue (``overdue.py``; the zips' freshness policy).
+``SENSOR_INTERVAL_SECONDS``: how often the report and overdue sensors look (``sensors.py``,
+``overdue.py``), so how soon after a run or a deadline its email goes out. Not secrets: the UI shows
+them anyway.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dagster._utils.schedules import is_valid_cron_string, schedule_execution_ti
 from .settings import ConfigurationError
 
 DEFAULT_CRON, DEFAULT_TIMEZONE, DEFAULT_DEADLINE_MINUTES = "0 5 * * *", "America/New_York", 120
+# Dagster's sensor daemon looks at most every 5 seconds; 30 keeps the reports' queries rare.
+DEFAULT_SENSOR_SECONDS, FASTEST_SENSOR_SECONDS = 30, 5
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class LoadTiming:
     cron: str = DEFAULT_CRON
     timezone: str = DEFAULT_TIMEZONE
     deadline_minutes: int = DEFAULT_DEADLINE_MINUTES
+    sensor_seconds: int = DEFAULT_SENSOR_SECONDS
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> LoadTiming:
@@ -42,7 +47,13 @@ class LoadTiming:
         minutes = environ.get("LOAD_DEADLINE_MINUTES", "").strip() or str(DEFAULT_DEADLINE_MINUTES)
         if not minutes.isdecimal() or int(minutes) < 1:
             raise ConfigurationError(f"LOAD_DEADLINE_MINUTES must be a whole number of minutes: {minutes!r}")
-        return cls(cron, timezone, int(minutes))
+        seconds = environ.get("SENSOR_INTERVAL_SECONDS", "").strip() or str(DEFAULT_SENSOR_SECONDS)
+        if not seconds.isdecimal() or int(seconds) < FASTEST_SENSOR_SECONDS:
+            raise ConfigurationError(
+                f"SENSOR_INTERVAL_SECONDS must be a whole number of seconds, at least "
+                f"{FASTEST_SENSOR_SECONDS}: {seconds!r}"
+            )
+        return cls(cron, timezone, int(minutes), int(seconds))
 
     def scheduled_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
         """Scheduled times at or after ``after``, in the schedule's time zone (as the daemon ticks)."""

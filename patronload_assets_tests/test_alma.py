@@ -364,7 +364,7 @@ def test_under_dagster_dev_a_load_is_followed_by_alma_s_verdict(tmp_path):
             "ALMA_API_KEY": KEY,
             "ALMA_API_BASE_URL": alma.base_url,
             "ALMA_SIS_JOB_ID": JOB_ID,
-            "ALMA_POLL_MINUTES": "0.25",  # a tick every 15 seconds
+            "ALMA_POLL_MINUTES": "0.1",  # a tick every 6 seconds
         }
         with running_dagster_dev(tmp_path, **settings) as (client, environment):
             run_id = launch(client)
@@ -390,7 +390,7 @@ def test_under_dagster_dev_a_load_is_followed_by_alma_s_verdict(tmp_path):
                 assert (
                     metadata["alma_users_rejected"].value == 2 and metadata["alma_users_created"].value == 3
                 )
-            time.sleep(35)  # two more ticks: the run is reported once
+            time.sleep(21)  # two more ticks (the daemon looks every 5 s): the run is reported once
             assert len(list((tmp_path / "outbox").glob("alma-*.eml"))) == 1
             assert all(KEY not in path.read_text() for path in (tmp_path / "outbox").glob("*.eml"))
 

@@ -29,6 +29,8 @@ def at(*args, zone=NEW_YORK) -> dt.datetime:
 def test_defaults_five_in_the_morning_new_york_two_hours():
     timing = LoadTiming.from_environment({})
     assert (timing.cron, timing.timezone, timing.deadline_minutes) == ("0 5 * * *", "America/New_York", 120)
+    assert timing.sensor_seconds == 30
+    assert LoadTiming.from_environment({"SENSOR_INTERVAL_SECONDS": "5"}).sensor_seconds == 5
     [(scheduled, deadline)] = timing.deadlines_between(at(2026, 11, 30, 6), at(2026, 11, 30, 8))
     assert (scheduled, deadline) == (at(2026, 11, 30, 5), at(2026, 11, 30, 7))
 
@@ -74,6 +76,8 @@ def test_deadlines_every_few_minutes():
         ({"LOAD_TIMEZONE": "Mars/Olympus"}, "LOAD_TIMEZONE"),
         ({"LOAD_DEADLINE_MINUTES": "two hours"}, "LOAD_DEADLINE_MINUTES"),
         ({"LOAD_DEADLINE_MINUTES": "0"}, "LOAD_DEADLINE_MINUTES"),
+        ({"SENSOR_INTERVAL_SECONDS": "1"}, "SENSOR_INTERVAL_SECONDS"),
+        ({"SENSOR_INTERVAL_SECONDS": "half a minute"}, "SENSOR_INTERVAL_SECONDS"),
     ],
 )
 def test_an_invalid_setting_stops_the_code_location_naming_it(environ, named):

@@ -137,7 +137,7 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(
         "S3_BUCKET_NAME": ALMA_BUCKET, "S3_PREFIX": "alma", "S3_ENDPOINT_URL": moto_endpoint,
         "STATE_BUCKET_NAME": STATE_BUCKET,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "ALMA_API_KEY": KEY, "ALMA_SIS_JOB_ID": JOB_ID, "ALMA_POLL_MINUTES": "0.25",
+        "ALMA_API_KEY": KEY, "ALMA_SIS_JOB_ID": JOB_ID, "ALMA_POLL_MINUTES": "0.1",
         # A deadline every minute, one minute late: with the schedule stopped, a missed one is reported.
         "LOAD_SCHEDULE": "* * * * *", "LOAD_DEADLINE_MINUTES": "1", "LOAD_TIMEZONE": "UTC",
         "TMPDIR": str(host_tmp), "PYTHONPATH": str(PROJECT_DIR),
