@@ -229,7 +229,7 @@ def _select_staff(staff_rows: pd.DataFrame) -> rules.Selection:
 
 
 def _baseline(
-    state: StateStore, log, bucket: Bucket, patron_type: PatronType, scratch: Path
+    state: StateStore, log, bucket: Bucket, patron_type: PatronType
 ) -> tuple[changes.Baseline | None, str]:
     """The last successful load of the type to compare with, and where it was found: the
     deployment's baseline (its state store), unless the bucket holds a newer load (another
@@ -245,14 +245,14 @@ def _baseline(
         return None, "none"
     fingerprints = changes.Fingerprints()
     try:
-        for number, key in enumerate(keys):
-            path = scratch / f"previous-{number}.zip"
-            bucket.download(key, path)
-            with zipfile.ZipFile(path) as archive:
-                for name in sorted(name for name in archive.namelist() if name.endswith(".xml")):
-                    for key_element, digests in changes.fingerprints_of_document(archive.read(name)):
-                        fingerprints.add(key_element, digests)
-            path.unlink()
+        for key in keys:
+            with bucket.local_file(key) as path:
+                if path is None:
+                    raise FileNotFoundError(f"{key} is gone")
+                with zipfile.ZipFile(path) as archive:
+                    for name in sorted(name for name in archive.namelist() if name.endswith(".xml")):
+                        for key_element, digests in changes.fingerprints_of_document(archive.read(name)):
+                            fingerprints.add(key_element, digests)
     except (OSError, zipfile.BadZipFile) as error:
         log.warning(f"the bucket's newest {patron_type.name} zips could not be read back ({error}): "
                     "nothing to compare with")  # fmt: skip
@@ -314,7 +314,7 @@ def prepare(
         config.max_invalid_share,
     )
     fingerprints = result.fingerprints.without(screening.left_out_indices)
-    baseline, previous_from = _baseline(state, context.log, bucket, patron_type, scratch)
+    baseline, previous_from = _baseline(state, context.log, bucket, patron_type)
     comparison = changes.compare(baseline.fingerprints if baseline else None, fingerprints, previous_from)
     context.log.info(f"{patron_type.name}: {comparison.describe()}")
     loaded = sum(packaged.patrons for packaged in screening.zips)

@@ -18,14 +18,19 @@ SCRATCH = "patronload_scratch"
 OWNER_FILE = ".owner"
 
 
-def private_folder(instance: dg.DagsterInstance, *parts: str) -> Path:
-    """A folder under the instance's storage, readable by its owner only."""
-    folder = Path(instance.storage_directory())
+def owner_only_folder(root: Path, *parts: str) -> Path:
+    """``root/parts...``, each made readable by its owner only: they hold patron data."""
+    folder = root
     for part in parts:
         folder = folder / part
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(folder, 0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask, and an old folder keeps its own
     return folder
+
+
+def private_folder(instance: dg.DagsterInstance, *parts: str) -> Path:
+    """A folder under the instance's storage, readable by its owner only."""
+    return owner_only_folder(Path(instance.storage_directory()), *parts)
 
 
 def scratch_folder(instance: dg.DagsterInstance, run_id: str, name: str) -> Path:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
-import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from pydantic import Field, PrivateAttr
 
 from .domain import changes
 from .resources import Bucket, LocalBucket, S3Bucket, object_key
+from .scratch import owner_only_folder
 
 FRAMES, REPORTS, BASELINES = "frames", "reports", "baselines"
 INSTANCE_FOLDER = "patronload"  # under the instance's storage folder
@@ -153,10 +153,7 @@ class InstanceState(StateStore):
 
     @staticmethod
     def _folder(storage: str) -> LocalBucket:
-        root = Path(storage) / INSTANCE_FOLDER
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(root, 0o700)  # holds patron data: nobody else may list or read it
-        return LocalBucket(directory=str(root))
+        return LocalBucket(directory=str(owner_only_folder(Path(storage), INSTANCE_FOLDER)))
 
     def objects(self) -> Bucket:
         if self._bucket is None:
