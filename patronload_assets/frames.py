@@ -20,16 +20,28 @@ def frame_from_batches(columns: Sequence[str], batches: Iterable[list[tuple]], r
     becomes the text the warehouse meant, counted in ``repairs``."""
     tables = []
     for batch in batches:
-        arrays = []
-        for values in zip(*batch, strict=True) if batch else [()] * len(columns):
-            if any(value is not None and type(value) is not str for value in values):
-                values = [as_text(value, repairs) for value in values]
-            arrays.append(pa.array(values, type=TEXT))
+        columns_of_batch = zip(*batch, strict=True) if batch else [()] * len(columns)
+        arrays = [_text_array(values, repairs) for values in columns_of_batch]
         tables.append(pa.Table.from_arrays(arrays, names=list(columns)))
     table = (
         pa.concat_tables(tables) if tables else pa.table({column: pa.array([], TEXT) for column in columns})
     )
     return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+def _text_array(values: Sequence[object], repairs) -> pa.Array:
+    """A column of a batch as Arrow text. Arrow's own inference says, in C, whether every value is
+    text or missing (a string or null array); anything else (a number, a date, bytes) is made the
+    text the warehouse meant, value by value, and counted."""
+    try:
+        inferred = pa.array(values)
+    except (pa.ArrowException, OverflowError):  # mixed kinds, or an integer beyond 64 bits
+        inferred = None
+    if inferred is not None and inferred.type == TEXT:
+        return inferred
+    if inferred is not None and inferred.type == pa.null():
+        return pa.nulls(len(values), TEXT)
+    return pa.array([as_text(value, repairs) for value in values], type=TEXT)
 
 
 def records(frame: pd.DataFrame, keep: Sequence[int] | None = None) -> Iterator[dict[str, str | None]]:

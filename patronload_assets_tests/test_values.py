@@ -83,3 +83,27 @@ def test_a_row_with_a_line_break_leaves_the_fast_path_and_is_repaired():
 def test_kerberos_names_compare_case_insensitively():
     assert kerberos_key(" jDoe ") == kerberos_key("JDOE") == "JDOE"
     assert kerberos_key("  ") is None
+
+
+def test_a_warehouse_batch_becomes_text_columns_other_kinds_made_text_and_counted():
+    """What a view returns, column by column: text and missing values as they are; numbers, dates
+    and bytes (alone in a column, or among text) the text the warehouse meant, each counted."""
+    from patronload_assets.frames import frame_from_batches
+
+    repairs = Counter()
+    batches = [
+        [("a", 10000948, None, b"raw", "x", None), (" b ", 12, None, b"more", 2.5, None)],
+        [("c", 7, None, b"last", dt.date(2026, 1, 31), "late")],
+        [],
+    ]
+    frame = frame_from_batches(["TEXT", "NUMBER", "EMPTY", "BYTES", "MIXED", "NULLS_FIRST"], batches, repairs)
+    assert all(str(dtype) == "string[pyarrow]" for dtype in frame.dtypes)
+    as_lists = {column: [None if value is None else str(value) for value in frame[column].tolist()]
+                for column in frame.columns}  # fmt: skip
+    assert as_lists["TEXT"] == ["a", " b ", "c"]  # trimming is cleaning's, later
+    assert as_lists["NUMBER"] == ["10000948", "12", "7"]
+    assert frame["EMPTY"].isna().all()
+    assert as_lists["BYTES"] == ["raw", "more", "last"]
+    assert as_lists["MIXED"] == ["x", "2.5", "2026-01-31"]
+    assert as_lists["NULLS_FIRST"][2] == "late" and frame["NULLS_FIRST"][:2].isna().all()
+    assert repairs == {REPAIR_NON_TEXT: 3 + 3 + 2}  # the numbers, the bytes, the float and the date
