@@ -2,12 +2,14 @@
 
 import datetime as dt
 import re
+from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from patronload_assets.domain import rules
+from patronload_assets.domain.values import clean_row
 
 from .conftest import staff_row, student_row
 
@@ -112,6 +114,21 @@ def test_kerberos_name_email_and_identifiers():
 @pytest.mark.parametrize("barcode", ["NONE", None, "  "])
 def test_barcode_none_or_missing_leaves_the_identifier_out(barcode):
     assert rules.staff_fields(staff_row(LIBRARY_ID=barcode), context())["barcode"] is None
+
+
+def test_the_identifiers_staff_hold_are_each_value_cleaned_alone_in_upper_case():
+    """What students may not take: every identifier the staff rows carry (as the rules clean and
+    claim them, row by row), whatever else a row holds."""
+    raw = [
+        {"KRB_NAME_UPPERCASE": "A", "MIT_ID": " 9\u200b12 ", "LIBRARY_ID": "NONE", "POSITION_TITLE": "a\x01"},
+        {"KRB_NAME_UPPERCASE": "B", "MIT_ID": 12345.0, "LIBRARY_ID": " x\ty  "},
+        {"KRB_NAME_UPPERCASE": "C", "MIT_ID": None, "LIBRARY_ID": b"abc"},
+        {"KRB_NAME_UPPERCASE": "D", "MIT_ID": "912", "LIBRARY_ID": "  "},  # 912 again: one key
+    ]
+    claimed_row_by_row: set[str] = set()
+    for row in raw:
+        rules.claim_identifiers(rules.identifiers(clean_row(row)), claimed_row_by_row, Counter())
+    assert rules.claimed_identifiers(raw) == claimed_row_by_row == {"912", "12345", "X Y", "ABC"}
 
 
 # §4 -------------------------------------------------------------------------------------------

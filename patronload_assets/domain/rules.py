@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 
-from .values import clean_row, kerberos_key
+from .values import clean_row, kerberos_key, to_text
 
 # §1 Sources: the columns of the two warehouse views, in order.
 STAFF_COLUMNS = (
@@ -190,11 +190,13 @@ def claim_identifiers(
 
 
 def claimed_identifiers(rows: Iterable[Mapping[str, object]]) -> set[str]:
-    """The identifiers the given rows (in load order) will carry: what staff already hold when
-    students are built."""
+    """The identifiers the given rows will carry: what staff already hold when students are built.
+    Only the identifier columns are cleaned: a value's cleaning depends on that value alone."""
     claimed: set[str] = set()
     for row in rows:
-        claim_identifiers(identifiers(clean_row(row)), claimed, Counter())
+        for value in identifiers({column: to_text(row[column]) for column in IDENTIFIER_COLUMNS}).values():
+            if value is not None:
+                claimed.add(value.upper())
     return claimed
 
 
