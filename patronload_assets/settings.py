@@ -136,7 +136,7 @@ def bucket_resource(environ: Mapping[str, str]) -> Bucket:
 
 def state_resource(environ: Mapping[str, str]) -> StateStore:
     """The state bucket when ``STATE_BUCKET_NAME`` is set, else the instance's storage folder."""
-    retention = _number(environ, "REPORT_RETENTION_DAYS", REPORT_RETENTION_DAYS)
+    retention = number_setting(environ, "REPORT_RETENTION_DAYS", REPORT_RETENTION_DAYS)
     if _present(environ, "STATE_BUCKET_NAME"):
         bucket = S3Bucket(
             bucket=dg.EnvVar("STATE_BUCKET_NAME"),
@@ -178,8 +178,11 @@ def mailer_resource(environ: Mapping[str, str]) -> Mailer:
     return OutboxMailer(directory=local_setting(environ, "LOCAL_OUTBOX_DIR"), **addressing)
 
 
-def _number(environ: Mapping[str, str], name: str, default: float, kind: type = int) -> float:
-    """A positive number setting, or its default; a clear error naming the setting otherwise."""
+def number_setting(
+    environ: Mapping[str, str], name: str, default: float, kind: type = int, least: float | None = None
+) -> float:
+    """A positive number setting (at least ``least``, when given), or its default; a clear error
+    naming the setting otherwise."""
     text = environ.get(name, "").strip()
     if not text:
         return default
@@ -187,8 +190,9 @@ def _number(environ: Mapping[str, str], name: str, default: float, kind: type = 
         value = kind(text)
     except ValueError:
         value = 0
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be a positive {kind.__name__}, not {text!r}")
+    if value <= 0 or (least is not None and value < least):
+        at_least = "" if least is None else f" of at least {least}"
+        raise ConfigurationError(f"{name} must be a positive {kind.__name__}{at_least}, not {text!r}")
     return value
 
 
@@ -212,8 +216,8 @@ def alma_resource(environ: Mapping[str, str]) -> AlmaJobs | None:
     }  # fmt: skip
     return AlmaJobs(
         api_key=dg.EnvVar("ALMA_API_KEY"),
-        poll_minutes=_number(environ, "ALMA_POLL_MINUTES", 10, float),
-        wait_hours=_number(environ, "ALMA_JOB_WAIT_HOURS", 26, float),
+        poll_minutes=number_setting(environ, "ALMA_POLL_MINUTES", 10, float),
+        wait_hours=number_setting(environ, "ALMA_JOB_WAIT_HOURS", 26, float),
         **located,
     )
 

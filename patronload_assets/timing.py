@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string, schedule_execution_time_iterator
 
-from .settings import ConfigurationError
+from .settings import ConfigurationError, number_setting
 
 DEFAULT_CRON, DEFAULT_TIMEZONE, DEFAULT_DEADLINE_MINUTES = "0 5 * * *", "America/New_York", 120
 # Dagster's sensor daemon looks at most every 5 seconds; 30 keeps the reports' queries rare.
@@ -47,13 +47,10 @@ class LoadTiming:
         minutes = environ.get("LOAD_DEADLINE_MINUTES", "").strip() or str(DEFAULT_DEADLINE_MINUTES)
         if not minutes.isdecimal() or int(minutes) < 1:
             raise ConfigurationError(f"LOAD_DEADLINE_MINUTES must be a whole number of minutes: {minutes!r}")
-        seconds = environ.get("SENSOR_INTERVAL_SECONDS", "").strip() or str(DEFAULT_SENSOR_SECONDS)
-        if not seconds.isdecimal() or int(seconds) < FASTEST_SENSOR_SECONDS:
-            raise ConfigurationError(
-                f"SENSOR_INTERVAL_SECONDS must be a whole number of seconds, at least "
-                f"{FASTEST_SENSOR_SECONDS}: {seconds!r}"
-            )
-        return cls(cron, timezone, int(minutes), int(seconds))
+        seconds = number_setting(
+            environ, "SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_SECONDS, least=FASTEST_SENSOR_SECONDS
+        )
+        return cls(cron, timezone, int(minutes), seconds)
 
     def scheduled_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
         """Scheduled times at or after ``after``, in the schedule's time zone (as the daemon ticks)."""
