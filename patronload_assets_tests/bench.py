@@ -78,7 +78,6 @@ def lineage(patrons: int, fresh_instance: bool = False, s3: bool = False) -> Non
 
 def _moto_buckets() -> dict[str, str]:
     """Alma's bucket and the state bucket on moto's S3 server (over HTTP, in this process)."""
-    import boto3
     from moto.server import ThreadedMotoServer
 
     from patronload_assets_tests.conftest import free_port
@@ -91,26 +90,31 @@ def _moto_buckets() -> dict[str, str]:
         "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
     }  # fmt: skip
-    client = boto3.client(
-        "s3", endpoint_url=settings["S3_ENDPOINT_URL"], region_name="us-east-1",
-        aws_access_key_id="bench", aws_secret_access_key="bench",
-    )  # fmt: skip
+    client = _s3_client(settings)
     for name in (settings["S3_BUCKET_NAME"], settings["STATE_BUCKET_NAME"]):
         client.create_bucket(Bucket=name)
     return settings
 
 
-def _zip_sizes(folder: Path, settings: dict[str, str]) -> list[int]:
-    if not settings:
-        return [path.stat().st_size for path in (folder / "bucket").rglob("*.zip")]
+def _s3_client(settings: dict[str, str]):
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "s3", endpoint_url=settings["S3_ENDPOINT_URL"], region_name="us-east-1",
         aws_access_key_id="bench", aws_secret_access_key="bench",
     )  # fmt: skip
+
+
+def _bucket_zips(client, settings: dict[str, str]) -> list[dict]:
+    """The zips in Alma's bucket on the S3 server, as listed (key and size)."""
     listed = client.list_objects_v2(Bucket=settings["S3_BUCKET_NAME"]).get("Contents", [])
-    return [item["Size"] for item in listed if item["Key"].endswith(".zip")]
+    return [item for item in listed if item["Key"].endswith(".zip")]
+
+
+def _zip_sizes(folder: Path, settings: dict[str, str]) -> list[int]:
+    if not settings:
+        return [path.stat().st_size for path in (folder / "bucket").rglob("*.zip")]
+    return [item["Size"] for item in _bucket_zips(_s3_client(settings), settings)]
 
 
 def _load(folder: Path, home: Path, patrons: int, label: str, settings: dict[str, str]) -> None:
@@ -210,18 +214,10 @@ def validate_once(folder: Path, settings: dict[str, str]) -> tuple[float, int]:
     with tempfile.TemporaryDirectory(prefix="patronload-floor-") as fetched:
         paths = sorted((folder / "bucket").rglob("*.zip"))
         if settings:
-            import boto3
-
-            client = boto3.client(
-                "s3", endpoint_url=settings["S3_ENDPOINT_URL"], region_name="us-east-1",
-                aws_access_key_id="bench", aws_secret_access_key="bench",
-            )  # fmt: skip
-            listed = client.list_objects_v2(Bucket=settings["S3_BUCKET_NAME"]).get("Contents", [])
-            paths = []
-            for item in listed:
-                if item["Key"].endswith(".zip"):
-                    paths.append(Path(fetched) / Path(item["Key"]).name)
-                    client.download_file(settings["S3_BUCKET_NAME"], item["Key"], str(paths[-1]))
+            client, paths = _s3_client(settings), []
+            for item in _bucket_zips(client, settings):
+                paths.append(Path(fetched) / Path(item["Key"]).name)
+                client.download_file(settings["S3_BUCKET_NAME"], item["Key"], str(paths[-1]))
         started, users = time.perf_counter(), 0
         for path in paths:
             with zipfile.ZipFile(path) as archive:
