@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from . import frames, scratch
+from . import faults, frames, scratch
 from .domain import changes, checks, rules
 from .domain.load import STAFF, STUDENT, BuildResult, PatronType, build_zips
 from .domain.packaging import (
@@ -24,19 +24,20 @@ from .domain.packaging import (
     stale_keys,
 )
 from .domain.values import kerberos_keys
-from .resources import Bucket, InstitutionData, Warehouse, read_sql
+from .resources import Bucket, InstitutionData, Warehouse
 from .state import StateStore
 from .timing import ZIP_FRESHNESS
 
 GROUP = "patronload"
 POOL = "patronload"  # one patronload run at a time: the instance limits the pool (dagster.yaml)
 ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))  # what reaches Alma
+# An upload still open after this long belongs to a killed run (one takes seconds to minutes).
+ABANDONED_UPLOAD_AGE = dt.timedelta(hours=1)
 
 
 def read_view(log, warehouse: Warehouse, patron_type: PatronType) -> tuple[pd.DataFrame, dict]:
     """A view's rows, every column text, and their metadata (rows, columns, repairs by kind)."""
-    repairs: Counter = Counter()
-    frame = warehouse.read_frame(read_sql(patron_type.name), repairs)
+    frame, repairs = warehouse.extract(patron_type.name, log)
     missing = [column for column in patron_type.columns if column not in frame.columns]
     if missing:
         raise ValueError(f"the {patron_type.name} query returned no {', '.join(missing)} column")
@@ -378,31 +379,16 @@ def _publish(
                 [outcome] = [outcome for outcome in prepared.outcomes if outcome.name == name]
                 context.log.warning(f"allow_{name} set for this run: {outcome.description}")
         zips = prepared.screening.zips
-        keys = []
-        for packaged in zips:
-            key = object_key(bucket.prefix, packaged.name)
-            bucket.upload(packaged.path, key)
-            keys.append(key)
-            context.log.info(
-                f"uploaded {key} ({packaged.size} bytes, {packaged.patrons} {patron_type.name} patrons)"
-            )
+        # Uploads a killed run left open are aborted (a failed one aborts its own at once).
+        abandoned = bucket.abort_uploads(
+            object_key(bucket.prefix, f"{patron_type.name}_"), started_before=moment - ABANDONED_UPLOAD_AGE
+        )
+        if abandoned:
+            context.log.info(f"aborted {abandoned} {patron_type.name} upload(s) a killed run left open")
+        keys, stale, newer = put_in_place(context.log, bucket, patron_type.name, zips, moment)
         sizes = [packaged.size for packaged in zips]
         uploaded_at = dt.datetime.now(dt.UTC)  # every zip of the type in place: Alma may take them
-    # Two loads at once (the schedule and a command-line run): each removes only older zips, and the
-    # older one, finding a newer load in place, removes its own: the newest load stays, alone.
-    existing = bucket.list_keys()
-    newer = newer_keys(existing, bucket.prefix, patron_type.name, uploaded=moment)
-    stale = (
-        keys if newer else stale_keys(existing, bucket.prefix, patron_type.name, keep=keys, uploaded=moment)
-    )
-    bucket.delete(stale)
-    if newer:
-        context.log.warning(
-            f"a newer {patron_type.name} load ({', '.join(newer)}) is in the bucket: removed this run's zips"
-        )
-    else:
-        if stale:
-            context.log.info(f"removed {len(stale)} older {patron_type.name} zip(s): {', '.join(stale)}")
+    if not newer:
         state.write_baseline(patron_type.name, changes.Baseline(prepared.fingerprints, moment, keys))
     yield dg.MaterializeResult(
         metadata={
@@ -418,6 +404,63 @@ def _publish(
             "superseded_by": newer,
         }
     )
+
+
+def put_in_place(
+    log, bucket: Bucket, patron_type: str, zips: list, moment: dt.datetime
+) -> tuple[list[str], list[str], list[str]]:
+    """Upload a type's zips, then remove its older ones: the bucket holds the previous set or the
+    new one whole, never part of one. A failure while uploading (or SIGTERM, which Dagster raises in
+    the step) removes what this run uploaded; once every zip is in place an interruption still
+    finishes the switch. The keys uploaded, the older keys removed, and any newer load's keys."""
+    keys: list[str] = []
+    try:
+        for packaged in zips:
+            key = object_key(bucket.prefix, packaged.name)
+            keys.append(key)  # before the upload: one that landed as it failed is removed too
+            bucket.upload(packaged.path, key)
+            log.info(f"uploaded {key} ({packaged.size} bytes, {packaged.patrons} {patron_type} patrons)")
+    except BaseException:
+        try:
+            bucket.delete(keys)
+            log.error(
+                f"{patron_type} upload failed: removed this run's {len(keys)} key(s); the previous zips stay"
+            )
+        except Exception as error:
+            log.error(
+                f"{patron_type} upload failed and this run's keys ({', '.join(keys)}) could not be removed "
+                f"({faults.error_code(error) or type(error).__name__}): the next load removes them"
+            )
+        raise
+    try:
+        return keys, *_switch(log, bucket, patron_type, keys, moment)
+    except Exception:
+        log.error(
+            f"the new {patron_type} zips are in place but the older ones could not be listed or removed: "
+            "until the next load (the automatic retry) removes them, both are in the bucket"
+        )
+        raise
+    except BaseException:  # interrupted: the set is whole, so finish the switch before stopping
+        _switch(log, bucket, patron_type, keys, moment)
+        raise
+
+
+def _switch(
+    log, bucket: Bucket, patron_type: str, keys: list[str], moment: dt.datetime
+) -> tuple[list[str], list[str]]:
+    # Two loads at once (the schedule and a command-line run): each removes only older zips, and the
+    # older one, finding a newer load in place, removes its own: the newest load stays, alone.
+    existing = bucket.list_keys()
+    newer = newer_keys(existing, bucket.prefix, patron_type, uploaded=moment)
+    stale = keys if newer else stale_keys(existing, bucket.prefix, patron_type, keep=keys, uploaded=moment)
+    bucket.delete(stale)
+    if newer:
+        log.warning(
+            f"a newer {patron_type} load ({', '.join(newer)}) is in the bucket: removed this run's zips"
+        )
+    elif stale:
+        log.info(f"removed {len(stale)} older {patron_type} zip(s): {', '.join(stale)}")
+    return stale, newer
 
 
 def load_metadata(log, load: LoadInput, prepared: Prepared) -> dict:

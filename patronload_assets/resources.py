@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.resources
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
+from . import faults
 from .domain.load import Institution
 from .domain.packaging import AlmaLimits, object_key
 from .domain.synthetic import create_warehouse
@@ -53,6 +56,33 @@ class Warehouse(dg.ConfigurableResource):
     """Where the two views are read from. Every value comes back as text or ``None``."""
 
     fetch_batch_rows: int = Field(default=50_000, description="Rows fetched per round trip.")
+    retry_minutes: float = Field(
+        default=15,
+        gt=0,
+        description="How long a transient failure of an extraction (a connection cut, a maintenance "
+        "window) is retried (WAREHOUSE_RETRY_MINUTES).",
+    )
+
+    def extract(self, name: str, log, names: list[str] | None = None) -> tuple[pd.DataFrame, Counter]:
+        """The query ``sql/{name}.sql`` read whole, and its repairs. A transient failure (a connection
+        lost mid-fetch, the warehouse down) is retried for ``retry_minutes``, each try from the start:
+        the rows a failed try fetched are thrown away, never mixed with the next try's. A permanent
+        one (a wrong password, a missing view) fails at once, naming the views the query reads. With
+        ``names``, only those Kerberos names' rows (:func:`read_sql_for_names`)."""
+        sql, binds = (read_sql(name), None) if names is None else read_sql_for_names(name, names)
+
+        def attempt() -> tuple[pd.DataFrame, Counter]:
+            repairs: Counter = Counter()
+            return self.read_frame(sql, repairs, binds), repairs
+
+        views = ", ".join(sorted(set(re.findall(r"\b(?:FROM|JOIN)\s+([\w.$#]+)", read_sql(name), re.I))))
+        return faults.retry(
+            attempt,
+            f"the warehouse ({self.describe()})",
+            f"reading {views} (sql/{name}.sql)",
+            self.retry_minutes * 60,
+            log,
+        )
 
     @contextmanager
     def cursor(self) -> Iterator:
@@ -233,6 +263,12 @@ class Bucket(dg.ConfigurableResource):
     def delete(self, keys: list[str]) -> None:
         raise NotImplementedError
 
+    def abort_uploads(
+        self, under: str, exact: bool = False, started_before: dt.datetime | None = None
+    ) -> int:
+        """Abort uploads left open under ``under``; how many (a folder's upload is one rename: none)."""
+        return 0
+
     def url(self, key: str) -> str:
         raise NotImplementedError
 
@@ -310,17 +346,33 @@ class LocalBucket(Bucket):
 
 
 class S3Bucket(Bucket):
-    """An S3 bucket (or MinIO / a local S3 server through the S3 resource's endpoint)."""
+    """An S3 bucket (or MinIO / a local S3 server through the S3 resource's endpoint).
+
+    Every call is retried by botocore (standard mode) and then, while the error may pass
+    (:mod:`faults`: SlowDown, a 5xx, a connection reset), for ``retry_minutes`` more, each try
+    logged; a permanent error (access denied, no such bucket) fails at once naming the bucket, the
+    operation and what to do. A failed upload leaves no multipart upload open."""
 
     bucket: str
     s3: S3Resource
     kms_key_id: str | None = None
+    retry_minutes: float = Field(
+        default=5, gt=0, description="How long a transient S3 failure is retried (S3_RETRY_MINUTES)."
+    )
+    multipart_bytes: int = Field(
+        default=8 << 20, gt=0, description="Files from this size go up in parts (boto3's default)."
+    )
     _client: object = PrivateAttr(default=None)
 
     def _get_client(self):
         if self._client is None:
             self._client = self.s3.get_client()
         return self._client
+
+    def _call(self, operation: str, call):
+        return faults.retry(
+            call, f"S3 (s3://{self.bucket})", operation, self.retry_minutes * 60, dg.get_dagster_logger()
+        )
 
     def upload(self, path: Path, key: str) -> None:
         encryption = (
@@ -329,37 +381,96 @@ class S3Bucket(Bucket):
             else {"ServerSideEncryption": "AES256"}
         )  # every object encrypted at rest, whatever the bucket's default
         client = self._get_client()
-        # A managed transfer: large files go up in parts, never read whole into memory.
-        client.upload_file(str(path), self.bucket, key, ExtraArgs=encryption)
-        stored = client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
-        if stored != path.stat().st_size:
-            raise OSError(f"s3://{self.bucket}/{key}: stored size differs from the file written")
+        transfer = TransferConfig(multipart_threshold=self.multipart_bytes)
+
+        def attempt() -> None:
+            try:
+                # A managed transfer: large files go up in parts, never read whole into memory.
+                client.upload_file(str(path), self.bucket, key, ExtraArgs=encryption, Config=transfer)
+            except BaseException:
+                self.abort_uploads(key, exact=True)  # what the transfer could not abort itself
+                raise
+            stored = client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+            if stored != path.stat().st_size:
+                raise ConnectionError(f"s3://{self.bucket}/{key}: stored size differs from the file written")
+
+        self._call(f"upload of {key}", attempt)
+
+    def abort_uploads(
+        self, under: str, exact: bool = False, started_before: dt.datetime | None = None
+    ) -> int:
+        """Abort the multipart uploads left open under ``under`` (only of the key itself with
+        ``exact``; only those started before ``started_before``): an open upload is stored, and billed,
+        until aborted. Best effort: the bucket's lifecycle rule for incomplete uploads is the backstop.
+        How many were aborted."""
+        client, aborted = self._get_client(), 0
+        try:
+            paginator = client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=under):
+                for upload in page.get("Uploads", []):
+                    if exact and upload["Key"] != under:
+                        continue
+                    if started_before is not None and upload["Initiated"] >= started_before:
+                        continue
+                    client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        except Exception as error:  # the bucket may be the very thing that failed
+            code = faults.error_code(error) or type(error).__name__
+            dg.get_dagster_logger().warning(
+                f"S3 (s3://{self.bucket}): open uploads under {under} not aborted ({code})"
+            )
+        return aborted
 
     def list_objects(self, under: str | None = None) -> dict[str, dt.datetime]:
-        paginator = self._get_client().get_paginator("list_objects_v2")
-        found = {}
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._folder() if under is None else under):
-            found.update((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
-        return found
+        under = self._folder() if under is None else under
+
+        def attempt() -> dict[str, dt.datetime]:
+            paginator = self._get_client().get_paginator("list_objects_v2")
+            found = {}
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=under):
+                found.update((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
+            return found
+
+        return self._call(f"listing of {under or '/'}", attempt)
 
     def delete(self, keys: list[str]) -> None:
         client = self._get_client()
         for start in range(0, len(keys), 1000):  # the API's limit per request
             batch = [{"Key": key} for key in keys[start : start + 1000]]
-            response = client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-            if response.get("Errors"):
-                failed = ", ".join(error["Key"] for error in response["Errors"])
-                raise OSError(f"could not delete from s3://{self.bucket}: {failed}")
+
+            def attempt(batch=batch) -> None:
+                response = client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                errors = response.get("Errors") or []
+                if errors:
+                    failed = ", ".join(f"{error['Key']} ({error.get('Code')})" for error in errors)
+                    kind = (
+                        ConnectionError
+                        if all(error.get("Code") in faults.AWS_TRANSIENT_CODES for error in errors)
+                        else PermissionError
+                    )
+                    raise kind(f"could not delete from s3://{self.bucket}: {failed}")
+
+            self._call(f"deletion of {len(batch)} object(s)", attempt)
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
     def download(self, key: str, path: Path) -> None:
+        def attempt() -> None:
+            try:
+                self._get_client().download_file(self.bucket, key, str(path))  # in parts, to disk
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    raise FileNotFoundError(f"s3://{self.bucket}/{key}") from None
+                raise
+
         try:
-            self._get_client().download_file(self.bucket, key, str(path))  # in parts, to disk
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise FileNotFoundError(f"s3://{self.bucket}/{key}") from None
+            self._call(f"download of {key}", attempt)
+        except faults.DependencyFailure as failure:
+            if isinstance(failure.__cause__, FileNotFoundError):
+                raise failure.__cause__ from None
             raise
 
 

@@ -97,6 +97,7 @@ def check_workspace(environ: Mapping[str, str]) -> None:
 
 
 def warehouse_resource(environ: Mapping[str, str]) -> Warehouse:
+    retrying = {"retry_minutes": number_setting(environ, "WAREHOUSE_RETRY_MINUTES", 15, float)}
     if _present(environ, "DATA_WAREHOUSE_HOST") or _present(environ, "DATAWAREHOUSE_CLOUDCONNECTOR_JSON"):
         return OracleWarehouse(
             user=_env(environ, "DATA_WAREHOUSE_USER"),
@@ -107,8 +108,9 @@ def warehouse_resource(environ: Mapping[str, str]) -> Warehouse:
             service_name=_env(environ, "DATA_WAREHOUSE_SERVICE_NAME"),
             connector_json=_env(environ, "DATAWAREHOUSE_CLOUDCONNECTOR_JSON"),
             lib_dir=_env(environ, "ORACLE_LIB_DIR"),
+            **retrying,
         )
-    return SqliteWarehouse(path=local_setting(environ, "LOCAL_WAREHOUSE_PATH"))
+    return SqliteWarehouse(path=local_setting(environ, "LOCAL_WAREHOUSE_PATH"), **retrying)
 
 
 def _s3(environ: Mapping[str, str]) -> S3Resource:
@@ -130,6 +132,7 @@ def bucket_resource(environ: Mapping[str, str]) -> Bucket:
             prefix=prefix,
             kms_key_id=_env(environ, "S3_KMS_KEY_ID"),
             s3=_s3(environ),
+            retry_minutes=number_setting(environ, "S3_RETRY_MINUTES", 5, float),
         )
     return LocalBucket(directory=local_setting(environ, "LOCAL_BUCKET_DIR"), prefix=prefix)
 
@@ -143,6 +146,7 @@ def state_resource(environ: Mapping[str, str]) -> StateStore:
             prefix=_env(environ, "STATE_PREFIX") or STATE_PREFIX,
             kms_key_id=_env(environ, "S3_KMS_KEY_ID"),
             s3=_s3(environ),
+            retry_minutes=number_setting(environ, "S3_RETRY_MINUTES", 5, float),
         )
         return BucketState(bucket=bucket, report_retention_days=retention)
     return InstanceState(report_retention_days=retention)

@@ -17,7 +17,7 @@ from .. import frames, reports, scratch
 from ..domain import checks
 from ..domain.load import STAFF, STUDENT
 from ..domain.named import MOST_NAMES, NamedRecord, asked_names, named_records
-from ..resources import InstitutionData, Mailer, Warehouse, read_sql_for_names
+from ..resources import InstitutionData, Mailer, Warehouse
 from ..sensors import deliver
 from .api import AlmaApiError, AlmaUsers
 
@@ -124,8 +124,9 @@ def _run(context, config: NowConfig, warehouse, institution, alma_users: AlmaUse
     repairs: Counter = Counter()
     rows = {}
     for patron_type in (STAFF, STUDENT):
-        query, binds = read_sql_for_names(patron_type.name, names)
-        rows[patron_type.name] = list(frames.records(warehouse.read_frame(query, repairs, binds)))
+        frame, repaired = warehouse.extract(patron_type.name, context.log, names)
+        repairs += repaired
+        rows[patron_type.name] = list(frames.records(frame))
     context.log.info(
         f"{len(names)} name(s): {len(rows['staff'])} staff and {len(rows['student'])} student row(s)"
     )
