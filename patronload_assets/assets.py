@@ -1,10 +1,11 @@
 """The load's assets: a thin shell over the domain. Read from a resource, call the domain,
 record counts, codes and keys as metadata (never a name, email, phone or address)."""
 
+import contextlib
 import datetime as dt
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from . import faults, frames, scratch
+from . import faults, frames, retries, scratch
 from .domain import changes, checks, rules
 from .domain.load import STAFF, STUDENT, BuildResult, PatronType, build_zips
 from .domain.packaging import (
@@ -26,13 +27,25 @@ from .domain.packaging import (
 from .domain.values import kerberos_keys
 from .resources import Bucket, InstitutionData, Warehouse
 from .state import StateStore
-from .timing import ZIP_FRESHNESS
+from .timing import LOAD_TIMING, ZIP_FRESHNESS
 
 GROUP = "patronload"
 POOL = "patronload"  # one patronload run at a time: the instance limits the pool (dagster.yaml)
 ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))  # what reaches Alma
 # An upload still open after this long belongs to a killed run (one takes seconds to minutes).
 ABANDONED_UPLOAD_AGE = dt.timedelta(hours=1)
+
+
+@contextlib.contextmanager
+def load_step(context: dg.OpExecutionContext) -> Iterator[None]:
+    """Every step of the load: a retry's first step waits for its start time; a step that fails for
+    a reason that will not pass by waiting keeps its run from being retried (retries.py)."""
+    retries.pause_before_retry(context, LOAD_TIMING.retry_minutes)
+    try:
+        yield
+    except Exception as error:
+        retries.not_retried_if_permanent(context, error)
+        raise
 
 
 def read_view(log, warehouse: Warehouse, patron_type: PatronType) -> tuple[pd.DataFrame, dict]:
@@ -49,13 +62,15 @@ def read_view(log, warehouse: Warehouse, patron_type: PatronType) -> tuple[pd.Da
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
 def staff_rows(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
     """The staff extract (sql/staff.sql), every column text."""
-    return _output(read_view(context.log, warehouse, STAFF))
+    with load_step(context):
+        return _output(read_view(context.log, warehouse, STAFF))
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
 def student_rows(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
     """The student extract (sql/student.sql), every column text."""
-    return _output(read_view(context.log, warehouse, STUDENT))
+    with load_step(context):
+        return _output(read_view(context.log, warehouse, STUDENT))
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"pandas"})
@@ -63,7 +78,8 @@ def deduplicated_students(
     context: dg.AssetExecutionContext, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
 ) -> dg.Output[pd.DataFrame]:
     """Students with a Kerberos name that is not already staff, one row each (first wins)."""
-    return _output(deduplicate_students(context.log, staff_rows, student_rows))
+    with load_step(context):
+        return _output(deduplicate_students(context.log, staff_rows, student_rows))
 
 
 def deduplicate_students(
@@ -177,7 +193,8 @@ def staff_zip(
     state: StateStore,
 ):
     """The staff zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
-    yield from _publish(context, config, LoadInput.staff(staff_rows), bucket, institution, state)
+    with load_step(context):
+        yield from _publish(context, config, LoadInput.staff(staff_rows), bucket, institution, state)
 
 
 @dg.asset(
@@ -195,9 +212,9 @@ def student_zip(
     state: StateStore,
 ):
     """The student zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
-    yield from _publish(
-        context, config, LoadInput.students(deduplicated_students, staff_rows), bucket, institution, state
-    )
+    with load_step(context):
+        load = LoadInput.students(deduplicated_students, staff_rows)
+        yield from _publish(context, config, load, bucket, institution, state)
 
 
 @dataclass
@@ -429,7 +446,7 @@ def put_in_place(
         except Exception as error:
             log.error(
                 f"{patron_type} upload failed and this run's keys ({', '.join(keys)}) could not be removed "
-                f"({faults.error_code(error) or type(error).__name__}): the next load removes them"
+                f"({faults.short(error)}): the next load removes them"
             )
         raise
     try:

@@ -109,6 +109,11 @@ def error_code(error: BaseException) -> str | None:
     return None
 
 
+def short(error: BaseException) -> str:
+    """The error in a word, for logs: its code, else the innermost cause's kind."""
+    return error_code(error) or type(list(_chain(error))[-1]).__name__
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether the error may pass on a later try."""
     code = error_code(error)
@@ -197,6 +202,7 @@ def retry(
             if not transient or clock() - started + wait > within_seconds:
                 raise DependencyFailure(dependency, operation, error, transient, tries) from error
             if log is not None:
-                code = error_code(error) or type(error).__name__
-                log.warning(f"{dependency}: {operation} failed (try {tries}, {code}); retrying in {wait:g} s")
+                log.warning(
+                    f"{dependency}: {operation} failed (try {tries}, {short(error)}); retrying in {wait:g} s"
+                )
             sleep(wait)

@@ -6,12 +6,14 @@ from . import scratch
 from .assets import GROUP, LoadInput, ZipConfig, deduplicate_students, load_metadata, prepare, read_view
 from .domain.load import STAFF, STUDENT
 from .resources import Bucket, InstitutionData, Warehouse
+from .retries import LOAD_RETRIES, NEVER_RETRIED
 from .state import StateStore
 
 patronload_job = dg.define_asset_job(
     "patronload_job",
     selection=dg.AssetSelection.groups(GROUP),
     description="The whole load: both warehouse views to both zips in the bucket.",
+    tags=LOAD_RETRIES,  # a failed load is retried from its failed steps (retries.py)
 )
 
 
@@ -48,7 +50,8 @@ def preview_load(
 @dg.job(
     description="A dry run for the start of a term or after a change of the views: what a load now "
     "would add, depart and change, and whether a guard would hold it back. Nothing is uploaded or "
-    "deleted and no baseline moves. Its config is a zip asset's (allow_departures...)."
+    "deleted and no baseline moves. Its config is a zip asset's (allow_departures...).",
+    tags=NEVER_RETRIED,
 )
 def patronload_preview():
     preview_load()
@@ -61,7 +64,8 @@ def connect_to_warehouse(context: dg.OpExecutionContext, warehouse: Warehouse) -
 
 
 @dg.job(
-    description="The operators' check of the warehouse connection (e.g. after the yearly password change)."
+    description="The operators' check of the warehouse connection (e.g. after the yearly password change).",
+    tags=NEVER_RETRIED,
 )
 def warehouse_connection_test():
     connect_to_warehouse()

@@ -35,14 +35,23 @@ class RunFacts:
     # CSV files the run left for its report (users left out, changes, by primary id): attached, never logged.
     files: dict[str, str] = field(default_factory=dict)  # name -> text
     preview: bool = False  # a dry run: what a load would send; nothing was sent
+    retrying: bool = False  # a failed run the deployment will retry by itself
+    retry_lines: list[str] = field(default_factory=list)  # what happens next, or the tries before
 
 
 def subject(
-    workspace: str, run_date: dt.date, failed: bool = False, overdue: bool = False, preview: bool = False
+    workspace: str,
+    run_date: dt.date,
+    failed: bool = False,
+    overdue: bool = False,
+    preview: bool = False,
+    retrying: bool = False,
 ) -> str:
     text = f"{workspace.upper()} Patronload file creation {run_date.isoformat()}"
     text = f"{text} preview" if preview else text
-    return f"{text} failed" if failed else f"{text} overdue" if overdue else text
+    if failed:
+        return f"{text} failed, retrying" if retrying else f"{text} failed"
+    return f"{text} overdue" if overdue else text
 
 
 def summary_lines(assets: Mapping[str, Mapping[str, object]]) -> list[str]:
@@ -122,6 +131,7 @@ def preview_lines(assets: Mapping[str, Mapping[str, object]]) -> list[str]:
 def success_message(facts: RunFacts, workspace: str, sender: str, recipients: Sequence[str]) -> EmailMessage:
     body = [
         f"Patronload {'preview ' if facts.preview else ''}run {facts.run_id} ({facts.job_name}) succeeded.",
+        *facts.retry_lines,
         "",
         *(preview_lines(facts.assets) if facts.preview else []),
         *summary_lines(facts.assets),
@@ -147,6 +157,7 @@ def failure_message(
         *(facts.errors or ["(no error was recorded)"]),
         "",
         "No zip of a failed type was replaced: the previous one stays in the bucket.",
+        *facts.retry_lines,
         "",
         *summary_lines(facts.assets),
         "",
@@ -155,7 +166,9 @@ def failure_message(
         f"Last {last_lines} log lines:",
         *facts.log_lines[-last_lines:],
     ]
-    subject_text = subject(workspace, facts.started.date(), failed=True, preview=facts.preview)
+    subject_text = subject(
+        workspace, facts.started.date(), failed=True, preview=facts.preview, retrying=facts.retrying
+    )
     return compose(subject_text, body, sender, recipients, facts.files)
 
 

@@ -417,7 +417,7 @@ class S3Bucket(Bucket):
                     )
                     aborted += 1
         except Exception as error:  # the bucket may be the very thing that failed
-            code = faults.error_code(error) or type(error).__name__
+            code = faults.short(error)
             dg.get_dagster_logger().warning(
                 f"S3 (s3://{self.bucket}): open uploads under {under} not aborted ({code})"
             )

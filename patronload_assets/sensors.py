@@ -16,7 +16,7 @@ import time
 import dagster as dg
 from dagster._core.event_api import RunStatusChangeRecordsFilter
 
-from . import assets, reports
+from . import assets, reports, retries
 from .jobs import patronload_job, patronload_preview
 from .resources import Mailer
 from .state import StateStore
@@ -86,7 +86,27 @@ def run_facts(
         elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not facts.failed_steps:
             error = getattr(event.event_specific_data, "error", None)
             facts.errors += reports.error_lines(error) if error else [event.message or "run failed"]
+    facts.retrying = retries.will_retry(run)
+    facts.retry_lines = _retry_lines(instance, run)
     return facts
+
+
+def _retry_lines(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """A failed run: whether the deployment retries it, and when. A success after retries: which
+    tries failed, and why."""
+    if run.status == dg.DagsterRunStatus.FAILURE:
+        return retries.failure_lines(instance, run, LOAD_TIMING.retry_minutes)
+    earlier = retries.earlier_tries(instance, run)
+    if not earlier:
+        return []
+    lines = [f"Succeeded on retry {retries.retry_number(run)}; the earlier tries failed:"]
+    for tried_run in earlier:
+        tried = run_facts(instance, tried_run)
+        steps = ", ".join(tried.failed_steps) or "the run itself"
+        lines.append(
+            f"  run {tried_run.run_id} in {steps}: {tried.errors[-1] if tried.errors else 'no error'}"
+        )
+    return lines
 
 
 def deliver(mailer: Mailer, message, name: str, log) -> str:

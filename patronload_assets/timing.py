@@ -3,6 +3,7 @@
 ``LOAD_SCHEDULE`` (cron), ``LOAD_TIMEZONE`` and ``LOAD_DEADLINE_MINUTES``: the daily schedule
 (``schedules.py``) runs at each scheduled time; a load that has not succeeded by the scheduled time
 plus the deadline minutes is overdue (``overdue.py``; the zips' freshness policy).
+``LOAD_RETRY_MINUTES``: how long after a failure the deployment retries the load (``retries.py``).
 ``SENSOR_INTERVAL_SECONDS``: how often the report and overdue sensors look (``sensors.py``,
 ``overdue.py``), so how soon after a run or a deadline its email goes out. Not secrets: the UI shows
 them anyway.
@@ -24,6 +25,9 @@ from .settings import ConfigurationError, number_setting
 DEFAULT_CRON, DEFAULT_TIMEZONE, DEFAULT_DEADLINE_MINUTES = "0 5 * * *", "America/New_York", 120
 # Dagster's sensor daemon looks at most every 5 seconds; 30 keeps the reports' queries rare.
 DEFAULT_SENSOR_SECONDS, FASTEST_SENSOR_SECONDS = 30, 5
+# A failed load's first retry starts this long after the failure, the second twice as long after its
+# own (retries.py): a bucket or warehouse that is down is rarely back within seconds.
+DEFAULT_RETRY_MINUTES = 5
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class LoadTiming:
     timezone: str = DEFAULT_TIMEZONE
     deadline_minutes: int = DEFAULT_DEADLINE_MINUTES
     sensor_seconds: int = DEFAULT_SENSOR_SECONDS
+    retry_minutes: float = DEFAULT_RETRY_MINUTES
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> LoadTiming:
@@ -50,7 +55,8 @@ class LoadTiming:
         seconds = number_setting(
             environ, "SENSOR_INTERVAL_SECONDS", DEFAULT_SENSOR_SECONDS, least=FASTEST_SENSOR_SECONDS
         )
-        return cls(cron, timezone, int(minutes), seconds)
+        retry = number_setting(environ, "LOAD_RETRY_MINUTES", DEFAULT_RETRY_MINUTES, float)
+        return cls(cron, timezone, int(minutes), seconds, retry)
 
     def scheduled_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
         """Scheduled times at or after ``after``, in the schedule's time zone (as the daemon ticks)."""

@@ -94,6 +94,15 @@ def finished(client, run_id):
     return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
 
+def read_email(path: Path) -> tuple[str, str]:
+    """An .eml file's subject and body text, decoded."""
+    import email
+    import email.policy
+
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    return message["Subject"], message.get_body(("plain",)).get_content()
+
+
 def emails_of(outbox: Path, run_id: str) -> list[Path]:
     return sorted(outbox.glob(f"*{run_id}*.eml"))
 
@@ -156,3 +165,65 @@ def test_a_missed_deadline_sends_one_overdue_email_and_a_load_in_time_none(tmp_p
     emails = sorted(path.name for path in outbox.glob("*-overdue*.eml"))
     assert f"{scheduled:%Y%m%dT%H%M%S}-overdue.eml" not in emails, emails
     assert not [name for name in emails if not name.endswith("-overdue.eml")], emails  # none twice
+
+
+def test_a_load_that_failed_while_the_bucket_was_down_is_retried_by_the_deployment_once_it_is_back(
+    tmp_path, moto_endpoint
+):
+    """Alma's bucket refuses every upload (moto's S3 server behind the tests' fault proxy): the
+    load fails and its email says the deployment retries it, and when. The bucket comes back; no
+    one launches anything; the retry, after its pause, loads from the failed steps, and its email
+    says which try failed and why. One email per outcome."""
+    import boto3
+
+    from .fault_proxy import FaultProxy
+
+    bucket = "retry-alma"
+    aws = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **{
+        "aws_access_key_id": "testing", "aws_secret_access_key": "testing"})  # fmt: skip
+    s3.create_bucket(Bucket=bucket)
+    outbox = tmp_path / "outbox"
+    with FaultProxy(moto_endpoint) as proxy:
+        proxy.fail(("put", "create_multipart", "part", "complete"), "unavailable", bucket=bucket)
+        settings = {
+            **aws,
+            "S3_BUCKET_NAME": bucket,
+            "S3_PREFIX": "alma",
+            "S3_ENDPOINT_URL": proxy.url,
+            "S3_RETRY_MINUTES": "0.05",
+            "LOAD_RETRY_MINUTES": "0.25",  # the retry waits 15 s after the failure
+        }
+        with running_dagster_dev(tmp_path, **settings) as (client, _):
+            run_id = launch(client)
+            assert (
+                wait_for(lambda: finished(client, run_id), 240, "the load while the bucket is down")
+                == "FAILURE"
+            )
+            [failure] = wait_for(lambda: emails_of(outbox, run_id), 150, "the failure report")
+            subject, text = read_email(failure)
+            assert "Patronload file creation" in subject and subject.endswith(" failed, retrying")
+            assert "retries this load by itself at about" in text and "(retry 1 of 2)" in text
+            assert f"S3 (s3://{bucket}): upload of alma/" in text
+            proxy.clear()  # the bucket is back
+
+            def success_of_a_retry():
+                for path in outbox.glob("*-success.eml"):
+                    if run_id in read_email(path)[1]:
+                        return path
+                return None
+
+            success = wait_for(success_of_a_retry, 240, "the retry's success report", 2)
+            subject, text = read_email(success)
+            assert "failed" not in subject
+            assert "Succeeded on retry 1; the earlier tries failed:" in text
+            assert f"run {run_id} in " in text and "ServiceUnavailable" in text
+            assert "waiting until" in text  # the retry paused before it started
+            time.sleep(3 * SENSOR_SECONDS + 1)  # more sensor ticks: nothing is sent twice
+    assert len(list(outbox.glob("*.eml"))) == 2
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+    assert [key.split("/")[1].split("_")[0] for key in keys] == ["staff", "student"], keys

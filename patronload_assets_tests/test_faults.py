@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from dagster_aws.s3 import S3Resource
 
-from patronload_assets import assets, faults, reports
+from patronload_assets import assets, faults, reports, retries
 from patronload_assets.domain import synthetic
 from patronload_assets.resources import InstitutionData, S3Bucket, SqliteWarehouse
 from patronload_assets.sensors import run_facts
@@ -26,6 +26,7 @@ from .conftest import state_resources
 from .fault_proxy import FaultProxy
 
 ALMA_BUCKET, STATE_BUCKET = "fault-alma", "fault-state"
+RUN_RETRIES = {"run_retries": {"enabled": True, "max_retries": 2}}  # as both instance files have them
 ALL_S3_CALLS = ("put", "create_multipart", "part", "complete", "list", "delete", "get", "head")
 
 
@@ -130,6 +131,39 @@ def test_a_permanent_error_fails_at_once_with_what_to_do():
     assert "(permanent)" in str(failed.value) and "DATA_WAREHOUSE_PASSWORD" in str(failed.value)
 
 
+# -- a failed load, retried -------------------------------------------------------------------------
+
+
+def test_a_retry_waits_until_its_start_time_by_a_clock_the_test_controls():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    failed_at = dt.datetime(2026, 12, 5, 10, 0, 0, tzinfo=dt.UTC)
+    assert retries.retry_start(failed_at, 1, 5) == failed_at + dt.timedelta(minutes=5)
+    assert retries.retry_start(failed_at, 2, 5) == failed_at + dt.timedelta(minutes=10)  # doubled
+    record = SimpleNamespace(end_time=failed_at.timestamp())
+    logged, slept = [], []
+    for retry, now, expected in (
+        (1, failed_at + dt.timedelta(seconds=20), [280.0]),  # five minutes after the failure
+        (2, failed_at + dt.timedelta(minutes=3), [420.0]),  # ten
+        (1, failed_at + dt.timedelta(minutes=6), []),  # already past (a later step of the retry)
+        (0, failed_at, []),  # a first try never waits
+    ):
+        slept.clear()
+        tags = {retries.RETRY_NUMBER_TAG: str(retry), retries.MAX_RETRIES_TAG: "2"}
+        run = SimpleNamespace(tags=tags, parent_run_id="parent" if retry else None)
+        context = SimpleNamespace(
+            run=run,
+            instance=SimpleNamespace(get_run_record_by_id=lambda run_id: record),
+            log=SimpleNamespace(info=logged.append),
+        )
+        retries.pause_before_retry(context, 5, now=lambda now=now: now, sleep=slept.append)
+        assert slept == expected
+    assert (
+        logged[0] == "retry 1 of 2 of run parent: waiting until 10:05:00 UTC (280 s) for the failure to pass"
+    )
+
+
 # -- the warehouse --------------------------------------------------------------------------------
 
 
@@ -214,10 +248,17 @@ def test_a_missing_view_fails_at_once_naming_it(tmp_path):
             0
         ]
         connection.execute(f"drop {kind} LIBRARY_STUDENT")
-    with dg.instance_for_test() as instance:
+    with dg.instance_for_test(overrides=RUN_RETRIES) as instance:
         result = _local_load(SqliteWarehouse(path=str(path)), tmp_path / "bucket", instance)
         lines = _log_lines(instance, result.run_id)
+        run = instance.get_run_by_id(result.run_id)
+        next_lines = retries.failure_lines(instance, run, 5)
     assert not result.success
+    # it will not pass by waiting: the instance does not retry it, and the email says why
+    assert (
+        not retries.will_retry(run) and run.tags[retries.NOT_RETRIED_TAG] == "student_rows: OperationalError"
+    )
+    assert next_lines[0].startswith("Not retried: the error will not pass by waiting (student_rows:")
     [failure] = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
     assert failure.step_key == "student_rows"
     message = " ".join(reports.error_lines(failure.event_specific_data.error))
@@ -325,12 +366,13 @@ def test_a_bucket_that_refuses_every_upload_keeps_the_previous_zips_and_names_s3
     previous = _zips(buckets)
     with sqlite3.connect(warehouse) as connection:  # new people: a load would change the set
         connection.execute("update LIBRARY_EMPLOYEE set EMAIL_ADDRESS = 'changed@example.edu'")
-    with FaultProxy(moto_endpoint) as proxy, dg.instance_for_test() as instance:
+    with FaultProxy(moto_endpoint) as proxy, dg.instance_for_test(overrides=RUN_RETRIES) as instance:
         proxy.fail(("put", "create_multipart", "part", "complete"), "unavailable", bucket=ALMA_BUCKET)
         result = _s3_load(proxy.url, warehouse, instance, retry_minutes=0.05, attempts=2)
         assert not result.success
         run = instance.get_run_by_id(result.run_id)
         facts = run_facts(instance, run)
+    assert retries.will_retry(run) and retries.NOT_RETRIED_TAG not in run.tags  # it may pass: retried
     assert _zips(buckets) == previous  # each type's previous zip, untouched
     assert _open_uploads(buckets) == []
     assert sorted(facts.failed_steps) == ["staff_zip", "student_zip"]

@@ -9,6 +9,7 @@ import datetime as dt
 import dagster as dg
 
 from ..domain import alma_jobs
+from ..retries import NEVER_RETRIED
 from .api import AlmaApiError, AlmaJobs
 
 SIS_JOB = ("USERS", "SIS")  # the only category and type whose runs' events Alma returns
@@ -93,6 +94,9 @@ def _refuse_other_jobs(record: dict, call: str) -> None:
         )
 
 
-@dg.job(description="The operators' first-day check of Alma's API key and SIS job (ALMA_API_KEY).")
+@dg.job(
+    description="The operators' first-day check of Alma's API key and SIS job (ALMA_API_KEY).",
+    tags=NEVER_RETRIED,
+)
 def alma_connection_test():
     check_alma()

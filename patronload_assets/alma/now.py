@@ -18,6 +18,7 @@ from ..domain import checks
 from ..domain.load import STAFF, STUDENT
 from ..domain.named import MOST_NAMES, NamedRecord, asked_names, named_records
 from ..resources import InstitutionData, Mailer, Warehouse
+from ..retries import NEVER_RETRIED
 from ..sensors import deliver
 from .api import AlmaApiError, AlmaUsers
 
@@ -144,6 +145,7 @@ def _run(context, config: NowConfig, warehouse, institution, alma_users: AlmaUse
 
 @dg.job(
     name="patronload_now",
+    tags=NEVER_RETRIED,  # a send creates accounts: never again by itself
     description="Same day: the named people's Alma accounts now (run config: kerberos_names, send). A dry "
     "run unless send: true; never overwrites a user Alma has; writes nothing the daily load reads.",
 )
