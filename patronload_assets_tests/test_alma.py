@@ -217,9 +217,9 @@ def test_the_feature_is_off_without_a_key_and_refuses_a_key_without_a_job():
 class Ticks:
     """The sensor's ticks on one instance, the cursor carried from one to the next."""
 
-    def __init__(self, instance, alma_resource: AlmaJobs, outbox):
+    def __init__(self, instance, alma_resource: AlmaJobs, outbox, clock=time.time):
         self.instance, self.cursor = instance, None
-        self.sensor = verdict.alma_job_sensor(1)
+        self.sensor = verdict.alma_job_sensor(1, clock)
         self.resources = {
             "alma": alma_resource,
             "mailer": OutboxMailer(directory=str(outbox), workspace="test"),
@@ -316,12 +316,19 @@ def test_the_sensor_follows_the_run_after_an_upload_and_reports_it_once(tmp_path
 def test_a_job_that_never_starts_is_reported_at_the_wait_limit(tmp_path, alma):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 50, 50)
     outbox = tmp_path / "outbox"
+    later = [0.0]  # seconds the test's clock is ahead of the machine's: no tick waits on it
+
+    def clock():
+        return time.time() + later[0]
+
     with dg.instance_for_test() as instance:
-        ticks = Ticks(instance, _client(alma, wait_hours=2 / 3600), outbox)
+        ticks = Ticks(instance, _client(alma, wait_hours=1), outbox, clock)
         ticks()
         assert load(warehouse, tmp_path / "bucket", instance).success
         assert ticks().asset_events == [] and not list(outbox.glob("*"))
-        time.sleep(2.5)
+        later[0] = 3599  # just within the hour: nothing yet, however slow the load was
+        assert ticks().asset_events == [] and not list(outbox.glob("*"))
+        later[0] = 3600 + 60
         assert ticks().asset_events == []
         [message] = _emails(outbox)
         assert message["Subject"].endswith(

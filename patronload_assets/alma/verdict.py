@@ -10,6 +10,7 @@ no run has picked the files up by ``ALMA_JOB_WAIT_HOURS`` after the upload, it s
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -55,7 +56,10 @@ def _uploads(instance: dg.DagsterInstance) -> list[float]:
     return found
 
 
-def alma_job_sensor(poll_minutes: float):
+def alma_job_sensor(poll_minutes: float, clock: Callable[[], float] = time.time):
+    """The sensor; ``clock`` (seconds since the epoch) is the tests' to set, to pass a wait limit
+    without waiting."""
+
     @dg.sensor(
         name="patronload_alma_job_report",
         minimum_interval_seconds=max(1, round(60 * poll_minutes)),
@@ -67,7 +71,7 @@ def alma_job_sensor(poll_minutes: float):
         context: dg.SensorEvaluationContext, alma: AlmaJobs, mailer: Mailer, state: StateStore
     ):
         followed = json.loads(context.cursor) if context.cursor else {}
-        now = time.time()
+        now = clock()
         wait_seconds = alma.wait_hours * 3600
         uploads = _uploads(context.instance)
         if "last_upload" not in followed:  # the first tick: follow only an upload still within the wait
