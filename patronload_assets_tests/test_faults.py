@@ -385,3 +385,68 @@ def test_a_bucket_that_refuses_every_upload_keeps_the_previous_zips_and_names_s3
         bucket=S3Bucket(bucket=STATE_BUCKET, prefix="patronload/", s3=S3Resource(endpoint_url=moto_endpoint))
     )
     assert state.read_baseline("staff").keys == [key for key in previous if "/staff_" in key]
+
+
+# -- a disk that fills ----------------------------------------------------------------------------
+
+DISK_FULL_SCRIPT = """
+import json, sys
+from pathlib import Path
+import dagster as dg
+from patronload_assets import reports
+from patronload_assets.domain import synthetic
+from patronload_assets_tests.conftest import load
+
+folder = Path(sys.argv[1])
+outcome = {}
+with dg.instance_for_test(temp_dir=str(folder / "home")) as instance:
+    small = synthetic.create_warehouse(folder / "small.sqlite3", 40, 40)
+    outcome["first"] = load(small, folder / "bucket", instance).success
+    outcome["first_keys"] = sorted(p.name for p in (folder / "bucket").rglob("*.zip"))
+    large = synthetic.create_warehouse(folder / "large.sqlite3", 3000, 3000)
+    result = load(large, folder / "bucket", instance)
+    outcome["second"] = result.success
+    outcome["errors"] = [
+        " ".join(reports.error_lines(event.event_specific_data.error))
+        for event in result.all_events if event.event_type_value == "STEP_FAILURE"
+    ]
+    outcome["keys"] = sorted(p.name for p in (folder / "bucket").rglob("*.zip"))
+    scratch = Path(instance.storage_directory()) / "patronload_scratch"
+    outcome["scratch_left"] = sorted(p.name for p in scratch.iterdir())
+print(json.dumps(outcome))
+"""
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_in_the_zip_step_names_the_folder_and_the_bytes_it_lacked(tmp_path):
+    """The zip steps' build folder on a 96 KiB tmpfs (a private mount namespace, as a task's small
+    disk): a first small load fits; a larger one fails naming the folder and about how many bytes
+    it lacked, each type keeps its previous zip, and the build folder is left empty."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from .conftest import PROJECT_DIR
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a tmpfs of its own (CI has both)")
+    scratch = tmp_path / "home" / "storage" / "patronload_scratch"
+    scratch.mkdir(parents=True)
+    command = f'mount -t tmpfs -o size=96k tmpfs {scratch} && exec {sys.executable} -c "$SCRIPT" {tmp_path}'
+    finished = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+        cwd=PROJECT_DIR, env={**os.environ, "SCRIPT": DISK_FULL_SCRIPT}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    outcome = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert outcome["first"] and len(outcome["first_keys"]) == 2
+    assert not outcome["second"]
+    assert outcome["keys"] == outcome["first_keys"]  # each type's previous zip, alone
+    assert outcome["scratch_left"] == []
+    assert outcome["errors"], outcome
+    for error in outcome["errors"]:
+        assert f"no space left in the build folder {scratch}/" in error, error
+        assert "more bytes were needed" in error and "Give the step more disk" in error

@@ -8,13 +8,15 @@ over several zips when a zip would pass Alma's limits.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fnmatch
 import itertools
 import math
 import re
+import shutil
 import zipfile
 import zlib
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +97,41 @@ def write_zips(
     """
     limits = limits or AlmaLimits()
     plan = plan_files(patrons, limits)
-    stream = iter(users)
+    written = [0]
+
+    def counted(users: Iterable[bytes]) -> Iterator[bytes]:
+        for user in users:
+            written[0] += 1
+            yield user
+
+    stream = counted(users)
+    try:
+        return _write_planned(stream, patrons, patron_type, moment, directory, limits, plan)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DiskFullError(directory, written[0], patrons, patron_type) from error
+
+
+class DiskFullError(OSError):
+    """The build folder's disk filled: where, and about how many more bytes the zips needed."""
+
+    def __init__(self, directory: Path, users_written: int, patrons: int, patron_type: str):
+        stored = sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+        free = shutil.disk_usage(directory).free
+        # The bytes a user took so far, times the users still to write: what the disk lacked.
+        lacked = round(stored / users_written * (patrons - users_written)) if users_written else None
+        about = f"about {lacked} more bytes were needed" if lacked else "the first user did not fit"
+        super().__init__(
+            errno.ENOSPC,
+            f"no space left in the build folder {directory} after {stored} bytes "
+            f"({users_written} of {patrons} {patron_type} users written): {about}; {free} bytes free on its "
+            "disk. Give the step more disk",
+        )
+        self.lacked_bytes = lacked
+
+
+def _write_planned(stream, patrons, patron_type, moment, directory, limits, plan) -> list[PackagedZip]:
     packaged: list[PackagedZip] = []
     for name, file_sizes in zip(zip_names(patron_type, moment, len(plan)), plan, strict=True):
         path = directory / f"{name}.zip"
