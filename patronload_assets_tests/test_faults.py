@@ -450,3 +450,38 @@ def test_a_disk_that_fills_in_the_zip_step_names_the_folder_and_the_bytes_it_lac
     for error in outcome["errors"]:
         assert f"no space left in the build folder {scratch}/" in error, error
         assert "more bytes were needed" in error and "Give the step more disk" in error
+
+
+# -- SES -------------------------------------------------------------------------------------------
+
+
+def test_ses_throttling_the_first_sends_still_delivers_the_report_once(moto_endpoint, aws_environment):
+    import datetime as dt
+    import logging
+
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    from patronload_assets.resources import SesMailer
+    from patronload_assets.sensors import deliver
+
+    boto3.client("ses", endpoint_url=moto_endpoint, region_name="us-east-1").verify_email_identity(
+        EmailAddress="throttled@example.edu"
+    )
+    facts = reports.RunFacts("run-throttled", "patronload_job", dt.datetime(2026, 12, 5, tzinfo=dt.UTC), [])
+    with FaultProxy(moto_endpoint) as proxy:
+        proxy.fail("ses", "throttling", times=2)
+        mailer = SesMailer(
+            recipients="a@example.edu", sender="throttled@example.edu", region_name="us-east-1",
+            endpoint_url=proxy.url,
+        )  # fmt: skip
+        message = reports.success_message(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
+        where = deliver(mailer, message, "run-throttled-success", logging.getLogger("test"))
+    assert where.startswith("SES message ")
+    assert proxy.faulted == Counter({("ses", "throttling"): 2}) and proxy.seen["ses"] == 3
+    sent = [
+        m
+        for m in ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+        if "run-throttled" in str(m.raw_data)
+    ]
+    assert len(sent) == 1  # once: a throttled send is not a sent one
