@@ -3,6 +3,7 @@ record counts, codes and keys as metadata (never a name, email, phone or address
 
 import contextlib
 import datetime as dt
+import signal
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Set
@@ -431,6 +432,34 @@ def put_in_place(
     the step) removes what this run uploaded; once every zip is in place an interruption still
     finishes the switch. The keys uploaded, the older keys removed, and any newer load's keys."""
     keys: list[str] = []
+    with _sigterm_raises():
+        return _upload_and_switch(log, bucket, patron_type, zips, moment, keys)
+
+
+class Terminated(BaseException):
+    """SIGTERM (ECS stopping the task, 30 s before SIGKILL) while a set of zips is being put in place."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raised as :class:`Terminated` in this step's main thread, so that the clean-up below
+    runs: a step process otherwise dies at once, leaving part of a new set beside the previous one."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: Dagster's own handling applies
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated("SIGTERM while putting the zips in place")
+
+
+def _upload_and_switch(log, bucket, patron_type, zips, moment, keys):
     try:
         for packaged in zips:
             key = object_key(bucket.prefix, packaged.name)

@@ -34,7 +34,7 @@ ANSWERS = {  # fault -> (status, body template, code, message)
     "unavailable": (503, S3_ERROR, "ServiceUnavailable", "Service is unable to handle request."),
     "throttling": (400, SES_ERROR, "Throttling", "Maximum sending rate exceeded."),
 }
-FAULTS = (*ANSWERS, "reset")
+FAULTS = (*ANSWERS, "reset", "stall")  # stall: the body read, no answer until the proxy stops, then a reset
 
 
 @dataclass
@@ -83,6 +83,9 @@ class FaultProxy:
         self._counts: Counter = Counter()  # (rule index, bucket, kind) -> matching calls
         self._spent: Counter = Counter()
         self._lock = threading.Lock()
+        self.stalled = threading.Event()  # set when a call is first held by a "stall" rule
+        self.stall_seconds = 120.0  # how long a stalled call is held before its connection is reset
+        self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -96,6 +99,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -161,6 +165,12 @@ class FaultProxy:
                     peek = self.rfile.read(length)
                 kind = call_kind(self.command, parsed.path, query, peek)
                 fault = proxy._decide(kind, bucket)
+                if fault == "stall":
+                    if not peek:
+                        peek = self._read_body()
+                    proxy.stalled.set()
+                    proxy._stopping.wait(proxy.stall_seconds)  # an upload in progress, unanswered
+                    fault = "reset"
                 if fault == "reset":
                     if not peek:
                         self._read_body(limit=max(1, length // 2) if length else 0)

@@ -485,3 +485,97 @@ def test_ses_throttling_the_first_sends_still_delivers_the_report_once(moto_endp
         if "run-throttled" in str(m.raw_data)
     ]
     assert len(sent) == 1  # once: a throttled send is not a sent one
+
+
+# -- SIGTERM, as ECS stops a task ---
+
+
+def test_sigterm_between_two_zips_of_a_set_removes_the_part_already_uploaded(tmp_path):
+    """A set of two zips; SIGTERM arrives as the second goes up: the first is removed again, the
+    previous set stays alone, and the step ends with the interruption."""
+    import datetime as dt
+    import logging
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from patronload_assets.resources import LocalBucket
+
+    class StoppedMidSet(LocalBucket):
+        def upload(self, path, key):
+            if key.endswith("_2.zip"):
+                os.kill(os.getpid(), signal.SIGTERM)  # what ECS sends the task
+            super().upload(path, key)
+
+    bucket = StoppedMidSet(directory=str(tmp_path / "bucket"), prefix="alma")
+    (tmp_path / "bucket" / "alma").mkdir(parents=True)
+    (tmp_path / "bucket" / "alma" / "staff_2026-12-04_05.00.00.zip").write_bytes(b"previous")
+    zips = []
+    for number in (1, 2):
+        path = tmp_path / f"staff_{number}.zip"
+        path.write_bytes(b"new")
+        name = f"staff_2026-12-05_05.00.00_{number}.zip"
+        zips.append(SimpleNamespace(path=path, name=name, size=3, patrons=1))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(assets.Terminated):
+        moment = dt.datetime(2026, 12, 5, 5, tzinfo=dt.UTC)
+        assets.put_in_place(logging.getLogger("test"), bucket, "staff", zips, moment)
+    left = sorted(path.name for path in (tmp_path / "bucket" / "alma").iterdir())
+    assert left == ["staff_2026-12-04_05.00.00.zip"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the step's own handling is back
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_zip_upload_leaves_the_previous_zips_and_the_next_load_succeeds(
+    buckets, moto_endpoint, tmp_path
+):
+    """The whole load from the command line, its process group sent SIGTERM (what ECS sends) while
+    an upload to Alma's bucket is in progress (held by the proxy): the run ends, each type keeps
+    its previous zip (no part of a new set, no upload left open), and the next load succeeds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .environment import MATERIALIZE_ALL, embedded_environment
+
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 200, 200)
+    with dg.instance_for_test() as instance:
+        assert _s3_load(moto_endpoint, warehouse, instance).success
+    previous = _zips(buckets)
+    dagster = str(Path(sys.executable).parent / "dagster")
+
+    def materialize(endpoint: str) -> subprocess.Popen:
+        environment = embedded_environment(
+            tmp_path, tmp_path / "home",
+            S3_BUCKET_NAME=ALMA_BUCKET, S3_PREFIX="alma", S3_ENDPOINT_URL=endpoint, S3_RETRY_MINUTES="0.05",
+            STATE_BUCKET_NAME=STATE_BUCKET, AWS_DEFAULT_REGION="us-east-1",
+        )  # fmt: skip
+        environment["LOCAL_WAREHOUSE_PATH"] = str(warehouse)
+        return subprocess.Popen(
+            [dagster, *MATERIALIZE_ALL[1:]], cwd=tmp_path, env=environment, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "load.log", "ab"),  # noqa: SIM115
+        )  # fmt: skip
+
+    with FaultProxy(moto_endpoint) as proxy:
+        proxy.fail(("put", "create_multipart", "part"), "stall", bucket=ALMA_BUCKET)
+        proxy.stall_seconds = 8  # a slow upload in flight: the step's clean-up waits for it to end
+        process = materialize(proxy.url)
+        try:
+            assert proxy.stalled.wait(180), (tmp_path / "load.log").read_text()[-3000:]
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)  # ECS sends SIGKILL 30 s later; this one ends within it
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert process.returncode != 0
+    assert _zips(buckets) == previous, "each type keeps its previous zip"
+    assert _open_uploads(buckets) == []
+
+    again = materialize(moto_endpoint)
+    assert again.wait(timeout=300) == 0, (tmp_path / "load.log").read_text()[-3000:]
+    zips = _zips(buckets)
+    assert sorted(key.split("/")[-1].split("_")[0] for key in zips) == ["staff", "student"]
+    assert not set(zips) & set(previous)  # the new set, alone
