@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 
-from patronload_assets import reports, timing
+from patronload_assets import reports, retries, timing
 from patronload_assets.alma import api, now, verdict
 from patronload_assets.domain import alma_jobs, alma_xml, changes, checks, named, packaging, rules, values
 
@@ -16,7 +16,7 @@ RULES_DOCUMENT = PROJECT_DIR / "docs" / "patron-rules.md"
 MODULES = {
     "rules": rules, "values": values, "packaging": packaging, "alma_xml": alma_xml, "checks": checks,
     "timing": timing, "changes": changes, "reports": reports, "alma_jobs": alma_jobs, "api": api,
-    "verdict": verdict, "now": now, "named": named,
+    "verdict": verdict, "now": now, "named": named, "retries": retries,
 }  # fmt: skip
 # | what the rule is | `value` `value` ... | `module.NAME` |
 CONSTANT_ROW = re.compile(r"^\| [^|]+ \| ((?:`[^`]*` ?)+) \| `(\w+)\.([\w.]+)` \|$", re.MULTILINE)
