@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,6 +71,7 @@ class StandInAlma:
         self.runs: dict[str, dict] = {}  # instance id -> the instance's JSON
         self.events: dict[str, list[dict]] = {}
         self.fail_next: list[int] = []  # HTTP statuses to answer the next calls with
+        self.stall_next: list[float] = []  # seconds to hold the next calls' answers (carried out first)
         self.requests: list[str] = []
         self.rejected: list[str] = []  # what a scripted run rejected, for the test to compare
         self.on_list: Callable[[StandInAlma], None] | None = None  # called before listing runs
@@ -202,6 +204,7 @@ class StandInAlma:
                 with standin._lock:
                     standin.requests.append(f"{self.command} {self.path}")
                     failure = standin.fail_next.pop(0) if standin.fail_next else None
+                    stall = standin.stall_next.pop(0) if standin.stall_next else 0
                 if self.headers.get("Authorization") != f"apikey {KEY}":
                     status, body = error(
                         401, "UNAUTHORIZED", "API-key not defined or not configured to allow this API."
@@ -219,6 +222,7 @@ class StandInAlma:
                 else:
                     status, body = standin._answer(url.path, query)
                 data = json.dumps(body).encode()
+                time.sleep(stall)  # carried out, the answer held past the client's wait: it times out
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

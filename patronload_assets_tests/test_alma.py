@@ -503,3 +503,25 @@ def test_alma_s_error_list_is_read_in_json_and_in_xml():
     assert alma_errors(json_body) == [("401861", "x")]  # one object where a list is expected
     assert alma_errors(xml_body) == [("401861", "User not found")]
     assert alma_errors(b"<html>gateway</html>") == alma_errors(b"not json") == []
+
+
+def test_a_timeout_on_the_jobs_and_users_calls_is_retried_and_a_created_user_not_created_twice(alma):
+    """Answers held past the client's wait (the stand-in carries a call out, then holds its answer):
+    a read is tried again; a create whose answer was lost is looked up, not sent again."""
+    from patronload_assets.alma.api import AlmaUsers
+
+    submitted = dt.datetime.now(dt.UTC)
+    alma.add_run("901", submitted, "COMPLETED_SUCCESS", counter=counters(updated=1))
+    client = _client(alma, timeout_seconds=1)
+    alma.stall_next = [3]
+    [listed] = client.job_instances(JOB_ID, submitted.date())
+    assert listed["id"] == "901"
+    assert sum(1 for path in alma.requests if "/instances?" in path) == 2  # timed out, then answered
+
+    users = AlmaUsers(api_key=KEY, base_url=alma.base_url, timeout_seconds=1, backoff_seconds=0.01)
+    body = b'<?xml version="1.0" encoding="UTF-8"?><user><primary_id>LATE@MIT.EDU</primary_id></user>'
+    alma.stall_next = [3]
+    users.create_user(body, "LATE@MIT.EDU")
+    assert len(alma.created) == 1  # the lost answer's user, looked up and found: not sent twice
+    posts = [path for path in alma.requests if path.startswith("POST /almaws/v1/users")]
+    assert len(posts) == 1 and users.has_user("LATE@MIT.EDU")

@@ -96,10 +96,12 @@ class AlmaApi(dg.ConfigurableResource):
         call: str | None = None,
         retried: frozenset[int] = RETRIED_STATUSES,
         answer_needed: bool = True,
+        retry_lost_answers: bool = True,
     ) -> dict:
         """One call, JSON back; ``call`` names it in errors (a path template where the path holds a
         person's id: errors go to logs). Without ``answer_needed``, a success whose body is not JSON
-        is a success all the same (``{}``)."""
+        is a success all the same (``{}``). Without ``retry_lost_answers``, a call whose answer was lost
+        (a timeout, a dropped connection: Alma may have carried it out) is not repeated here."""
         url = f"{self.base_url.rstrip('/')}{API_PATH}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -131,7 +133,7 @@ class AlmaApi(dg.ConfigurableResource):
                     ) from None
             except (urllib.error.URLError, TimeoutError, OSError) as error:
                 reason = getattr(error, "reason", error)
-                if attempt == self.attempts:
+                if attempt == self.attempts or not retry_lost_answers:
                     raise AlmaApiError(f"{call}: {type(error).__name__}: {reason}") from None
                 retry_after = None
             delay = self.backoff_seconds * 2 ** (attempt - 1)
@@ -235,15 +237,20 @@ class AlmaUsers(AlmaApi):
 
     def create_user(self, user_xml: bytes, primary_id: str) -> dict:
         """Create the user (``POST /users``, the ``<user>`` document the load writes). A call Alma
-        may have carried out before failing (a 5xx) is not repeated blindly: the user is looked up."""
+        may have carried out before failing (a 5xx, a timeout) is not repeated blindly: the user is
+        looked up."""
         query = {"social_authentication": "false", "send_pin_number_letter": "false"}
         for attempt in range(1, self.attempts + 1):
             try:
                 return self._call(
-                    "POST", "/users", query, body=user_xml, retried=frozenset({429}), answer_needed=False
-                )
+                    "POST", "/users", query, body=user_xml, retried=frozenset({429}), answer_needed=False,
+                    retry_lost_answers=False,
+                )  # fmt: skip
             except AlmaApiError as error:
-                if error.status is None or error.status < 500 or attempt == self.attempts:
+                lost = (
+                    error.status is None
+                )  # a timeout or a dropped connection: as a 5xx, Alma may have done it
+                if not (lost or error.status >= 500) or attempt == self.attempts:
                     raise
                 if self.has_user(primary_id):
                     return {}
