@@ -5,7 +5,10 @@ setup(
     version="1.0.0",
     description="The daily load of staff and student records into Alma patron accounts.",
     # sql/ stays at the top for the DBA; installed, it is the package patronload_assets.sql.
-    packages=[*find_packages(exclude=["patronload_assets_tests", "patronload_assets_tests.*"]), "patronload_assets.sql"],
+    packages=[
+        *find_packages(exclude=["patronload_assets_tests", "patronload_assets_tests.*"]),
+        "patronload_assets.sql",
+    ],
     package_dir={"patronload_assets.sql": "sql"},
     package_data={
         "patronload_assets": ["institution/*.xml", "institution/*.json", "schema/*.xsd"],

@@ -174,6 +174,20 @@ def as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+POSTGRES_SERVERS: dict[int, list[str]] = {}  # port -> pg_ctl and its arguments, to stop and start it
+
+
+def restart_postgres(port: int, down_seconds: float) -> None:
+    """Stop the test's PostgreSQL server (connections refused), and start it again ``down_seconds``
+    later: an RDS Multi-AZ failover, as the instance sees it."""
+    import time
+
+    pg_ctl = POSTGRES_SERVERS[port]
+    subprocess.run(as_server_user([*pg_ctl[:3], "-m", "fast", "-w", "stop"]), check=True, capture_output=True)
+    time.sleep(down_seconds)
+    subprocess.run(as_server_user([*pg_ctl, "-w", "start"]), check=True, capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def postgres():
     binaries = postgres_binaries()
@@ -213,6 +227,8 @@ def postgres():
     )  # fmt: skip
     if started.returncode != 0:
         pytest.fail(f"PostgreSQL did not start: {started.stderr}\n{(folder / 'log').read_text()[-2000:]}")
+    pg_ctl = [str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log")]
+    POSTGRES_SERVERS[port] = pg_ctl
     try:
         import psycopg2
 
@@ -233,7 +249,9 @@ def postgres():
 # Tests that wait minutes on a daemon (sensor ticks, schedules): started first, each on a worker of
 # its own, while the other workers take the short tests (make test runs pytest-xdist).
 LONGEST_FIRST = (
+    "test_postgresql_restarted_in_the_middle_of_a_load_ends_with_the_load_in_the_bucket",
     "test_a_missed_deadline_sends_one_overdue_email_and_a_load_in_time_none",
+    "test_a_load_that_failed_while_the_bucket_was_down_is_retried_by_the_deployment_once_it_is_back",
     "test_every_run_in_its_own_task_shares_only_postgresql_and_s3",
     "test_launch_from_the_ui_path_reports_success_then_failure",
     "test_under_dagster_dev_a_load_is_followed_by_alma_s_verdict",

@@ -316,24 +316,27 @@ def test_the_sensor_follows_the_run_after_an_upload_and_reports_it_once(tmp_path
 def test_a_job_that_never_starts_is_reported_at_the_wait_limit(tmp_path, alma):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 50, 50)
     outbox = tmp_path / "outbox"
-    later = [0.0]  # seconds the test's clock is ahead of the machine's: no tick waits on it
+    fixed = [None]  # the test's clock: the machine's until set, then only what the test says
 
     def clock():
-        return time.time() + later[0]
+        return time.time() if fixed[0] is None else fixed[0]
 
     with dg.instance_for_test() as instance:
         ticks = Ticks(instance, _client(alma, wait_hours=1), outbox, clock)
         ticks()
         assert load(warehouse, tmp_path / "bucket", instance).success
+        # Set from the moment the load recorded for its upload: however slow the machine, no tick
+        # sees more time pass than the test says.
+        uploaded = max(verdict._uploads(instance))
+        fixed[0] = uploaded + 1
         assert ticks().asset_events == [] and not list(outbox.glob("*"))
-        later[0] = 3599  # just within the hour: nothing yet, however slow the load was
+        fixed[0] = uploaded + 3599  # just within the hour: nothing yet
         assert ticks().asset_events == [] and not list(outbox.glob("*"))
-        later[0] = 3600 + 60
+        fixed[0] = uploaded + 3600 + 60
         assert ticks().asset_events == []
         [message] = _emails(outbox)
-        assert message["Subject"].endswith(
-            "Patronload Alma job " + dt.datetime.now(dt.UTC).date().isoformat() + " not picked up"
-        )
+        load_date = dt.datetime.fromtimestamp(uploaded, dt.UTC).date().isoformat()
+        assert message["Subject"].endswith(f"Patronload Alma job {load_date} not picked up")
         assert "integration profile" in message.get_body(("plain",)).get_content()
         ticks()
         assert len(_emails(outbox)) == 1

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from unittest import mock
@@ -221,3 +222,71 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(
     values = patron_values(warehouse)
     assert len(values) > 100
     assert leaked(values, dump) == []
+
+
+def test_postgresql_restarted_in_the_middle_of_a_load_ends_with_the_load_in_the_bucket(
+    isolated, postgres, moto_endpoint, tmp_path, request
+):
+    """The instance's PostgreSQL stops while the zip steps run and is back 20 s later (a Multi-AZ
+    failover takes 30 to 120 s; the test keeps it short): the load ends in success, by itself or
+    through the deployment's retry, with one zip per type in Alma's bucket; each run gets one email,
+    and a failure that was retried says so."""
+    import psycopg2
+
+    from .conftest import restart_postgres
+
+    host_tmp, home = Path(tempfile.mkdtemp(prefix="pl-host-")), tmp_path / "home"
+    request.addfinalizer(lambda: shutil.rmtree(host_tmp, ignore_errors=True))
+    synthetic.create_warehouse(tmp_path / "dw.sqlite3", 20_000, 20_000)
+    alma_bucket, state_bucket = "restart-alma-bucket", "restart-patronload-state"
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    for name in (alma_bucket, state_bucket):
+        s3.create_bucket(Bucket=name)
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=postgres, user=USER, password=PASSWORD, dbname="postgres", sslmode="require"
+    )
+    connection.autocommit = True
+    connection.cursor().execute("CREATE DATABASE restarted")  # a database of its own: no other test's runs
+    connection.close()
+    settings = {
+        "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres), "DAGSTER_PG_DB": "restarted",
+        "DAGSTER_PG_USERNAME": USER, "DAGSTER_PG_PASSWORD": PASSWORD,
+        "S3_BUCKET_NAME": alma_bucket, "S3_PREFIX": "alma", "S3_ENDPOINT_URL": moto_endpoint,
+        "STATE_BUCKET_NAME": state_bucket, "LOAD_RETRY_MINUTES": "0.1",
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "TMPDIR": str(host_tmp), "PYTHONPATH": str(PROJECT_DIR),
+    }  # fmt: skip
+    outbox = tmp_path / "outbox"
+    instance = production_instance(home, host_tmp, moto_endpoint)
+    instance["compute_logs"]["config"]["bucket"] = state_bucket
+    with running_dagster_dev(tmp_path, instance, **settings) as (client, environment):
+        run_id = launch(client)
+
+        def zip_steps_running():
+            listed = s3.list_objects_v2(Bucket=state_bucket, Prefix="patronload/frames/").get("Contents", [])
+            return any(item["Key"].endswith("deduplicated_students.arrow") for item in listed)
+
+        wait_for(zip_steps_running, 300, "the zip steps", 0.2)
+        restart_postgres(postgres, 20)
+
+        def a_success_email():
+            return sorted(outbox.glob("*-success.eml"))
+
+        [success] = wait_for(a_success_email, 600, "the load's success, by itself or by its retry", 2)
+        time.sleep(15)  # more sensor ticks: nothing is sent twice
+    emails = sorted(path.name for path in outbox.glob("*.eml"))
+    text = email.message_from_bytes(success.read_bytes(), policy=email.policy.default)
+    body = text.get_body(("plain",)).get_content()
+    failures = [name for name in emails if name.endswith("-failure.eml")]
+    if failures:  # the run failed for PostgreSQL, and the deployment's retry loaded
+        assert "Succeeded on retry" in body and run_id in body, body[:2000]
+        for name in failures:
+            failed = email.message_from_bytes((outbox / name).read_bytes(), policy=email.policy.default)
+            assert failed["Subject"].endswith("failed, retrying"), failed["Subject"]
+    assert len(emails) == len(failures) + 1, emails  # one email per run
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=alma_bucket)["Contents"])
+    assert [key.split("/")[1].split("_")[0] for key in keys] == ["staff", "student"], keys
+    print(f"PostgreSQL restart: {len(failures)} failed run(s) before the success; emails {emails}")
