@@ -3,20 +3,28 @@
 # (`pip install '.[deploy]'`, not editable): the package carries the SQL, the templates, the
 # department tables and the schema, so nothing is read from a checkout.
 #
+#   make image                      (deploy/image/build.sh: docker or podman, BASE_IMAGE=...)
 #   docker build -t patronload .
 #   docker build -t patronload --build-arg ORACLE_INSTANT_CLIENT_URL=https://download.oracle.com/...zip .
 #
 # With ORACLE_INSTANT_CLIENT_URL (an Instant Client "Basic" or "Basic Light" zip for Linux x86-64),
 # the client is unpacked to /opt/oracle/instantclient and ORACLE_LIB_DIR points there: thick mode,
 # for a warehouse older than python-oracledb's thin mode supports. Without it, thin mode.
-FROM python:3.11-slim-bookworm AS build
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY setup.py ./
+# The dependencies' wheels first, in layers of their own: a change to the code alone rebuilds only
+# the project's wheel. The package is an empty stand-in until its code is copied; what its build
+# left (build/, with the empty __init__.py newer than the copied code's) goes, or it would be packed.
+RUN mkdir -p patronload_assets sql && touch patronload_assets/__init__.py \
+    && pip wheel --no-cache-dir --wheel-dir /deps '.[deploy]' \
+    && rm -r /deps/patronload_assets-*.whl build *.egg-info patronload_assets sql
 COPY patronload_assets ./patronload_assets
 COPY sql ./sql
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[deploy]'
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /project .
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 ARG ORACLE_INSTANT_CLIENT_URL=""
 RUN if [ -n "$ORACLE_INSTANT_CLIENT_URL" ]; then \
         apt-get update && apt-get install -y --no-install-recommends libaio1 curl unzip \
@@ -27,8 +35,10 @@ RUN if [ -n "$ORACLE_INSTANT_CLIENT_URL" ]; then \
         && rm /tmp/instantclient.zip && apt-get purge -y curl unzip && rm -rf /var/lib/apt/lists/*; \
     fi
 ENV ORACLE_LIB_DIR=${ORACLE_INSTANT_CLIENT_URL:+/opt/oracle/instantclient}
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels 'patronload_assets[deploy]' && rm -rf /wheels
+COPY --from=build /deps /deps
+RUN pip install --no-cache-dir --no-index /deps/*.whl && rm -rf /deps
+COPY --from=build /project /project
+RUN pip install --no-cache-dir --no-index --no-deps /project/*.whl && rm -rf /project
 
 # The instance file every process reads (PostgreSQL, the ECS run launcher, step logs in S3), and a
 # working folder of its own: the code reads nothing from it.

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.local/dagster_home
 
-.PHONY: run test test-fast dev lint bench db-test alma-test clean
+.PHONY: run test test-fast test-deployment image base-image dev lint bench db-test alma-test clean
 
 LOG_DIR := .local/logs
 
@@ -27,7 +27,19 @@ PYTEST_PARALLEL := -n $${PYTEST_WORKERS:-3} --dist loadgroup --durations=15
 
 test: $(VENV)/.installed-test $(VENV)/.installed-dev ## install the test extra and run the tests
 	$(BIN)/ruff check patronload_assets patronload_assets_tests
-	$(BIN)/pytest $(PYTEST_PARALLEL) patronload_assets_tests
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not deployment" patronload_assets_tests
+
+# What it ships, run as it ships: the image built and loading as its own user, every run a container
+# of it, the shipped IAM policy on an S3 that enforces it, the read-only UI. Needs podman (or docker)
+# and, where no base image can be pulled, mmdebstrap; one test at a time, as they share the image.
+test-deployment: $(VENV)/.installed-test $(VENV)/.installed-dev ## the image, runs as containers, IAM, the read-only UI
+	$(BIN)/pytest -p no:xdist --durations=10 -m deployment patronload_assets_tests
+
+image: ## build the deployment's image with docker or podman (IMAGE=patronload:latest, BASE_IMAGE)
+	sh deploy/image/build.sh
+
+base-image: ## a stand-in for python:3.11-slim-bookworm from Debian's packages (needs mmdebstrap)
+	sh deploy/image/base-image.sh
 
 test-fast: $(VENV)/.installed-test ## the domain and unit tests: no daemon, server or command line
 	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not slow" patronload_assets_tests

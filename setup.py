@@ -35,6 +35,7 @@ setup(
             "dagster-webserver>=1.13,<1.14",  # dagster dev and its GraphQL client, for the daemon test
             "dagster-postgres>=0.29,<0.30",  # deploy/aws/dagster.yaml's storage, on a real PostgreSQL
             "dagster-dg-cli>=1.13,<1.14",  # dg check defs, dg launch
+            "dagster-docker>=0.29,<0.30",  # DockerRunLauncher: every run a container, in make test-deployment
         ],
         "deploy": [
             "dagster-webserver>=1.13,<1.14",

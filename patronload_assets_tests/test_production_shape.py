@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -54,15 +55,20 @@ def isolated():
         pytest.skip("needs root and unshare --mount for runs that cannot see the host's folders")
 
 
-def production_instance(home, host_tmp, moto_endpoint) -> dict:
-    """deploy/aws/dagster.yaml as it ships, but for where runs start (a process of their own here,
-    an ECS task there) and the stand-in S3's address for the step logs."""
-    instance = yaml.safe_load(DEPLOY_INSTANCE.read_text())
-    instance["run_launcher"] = {
+def isolated_launcher(home, host_tmp) -> dict:
+    """Every run in a process of its own that cannot see the host's instance storage or temp folder."""
+    return {
         "module": "patronload_assets_tests.isolated_runs",
         "class": "IsolatedRunLauncher",
         "config": {"hidden": [str(home / "storage"), str(host_tmp)]},
     }
+
+
+def production_instance(run_launcher: dict, moto_endpoint) -> dict:
+    """deploy/aws/dagster.yaml as it ships, but for where runs start (``run_launcher`` here, an ECS
+    task there) and the stand-in S3's address for the step logs."""
+    instance = yaml.safe_load(DEPLOY_INSTANCE.read_text())
+    instance["run_launcher"] = run_launcher
     instance["compute_logs"]["config"]["endpoint_url"] = moto_endpoint
     return instance
 
@@ -111,9 +117,22 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(
 ):
     # The host's temp folder: short, as the sockets of multiprocessing's forkserver live in it and a
     # Unix socket's path holds at most 107 bytes (pytest-xdist's tmp_path can be longer).
-    host_tmp, home = Path(tempfile.mkdtemp(prefix="pl-host-")), tmp_path / "home"
+    host_tmp = Path(tempfile.mkdtemp(prefix="pl-host-"))
     request.addfinalizer(lambda: shutil.rmtree(host_tmp, ignore_errors=True))
-    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 400, 600)
+    launcher = isolated_launcher(tmp_path / "home", host_tmp)
+    loads_in_the_production_shape(lambda _: launcher, postgres, moto_endpoint, tmp_path, TMPDIR=str(host_tmp))
+
+
+def loads_in_the_production_shape(
+    run_launcher: Callable[[list[str]], dict], postgres, moto_endpoint, tmp_path, **host_settings
+):
+    """Two loads and a change report, student_zip alone, the overdue report and Alma's verdict,
+    every run started by ``run_launcher(names of the load's settings)``; then what the state bucket
+    and PostgreSQL hold. The warehouse is the file ``warehouse/dw.sqlite3`` in ``tmp_path``, alone in
+    its folder; ``host_settings`` reach dagster dev only."""
+    home = tmp_path / "home"
+    (tmp_path / "warehouse").mkdir()
+    warehouse = synthetic.create_warehouse(tmp_path / "warehouse" / "dw.sqlite3", 400, 600)
     s3 = boto3.client(
         "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
@@ -141,14 +160,15 @@ def test_every_run_in_its_own_task_shares_only_postgresql_and_s3(
         "ALMA_API_KEY": KEY, "ALMA_SIS_JOB_ID": JOB_ID, "ALMA_POLL_MINUTES": "0.1",
         # A deadline every minute, one minute late: with the schedule stopped, a missed one is reported.
         "LOAD_SCHEDULE": "* * * * *", "LOAD_DEADLINE_MINUTES": "1", "LOAD_TIMEZONE": "UTC",
-        "TMPDIR": str(host_tmp), "PYTHONPATH": str(PROJECT_DIR),
+        "LOCAL_WAREHOUSE_PATH": str(warehouse),
     }  # fmt: skip
     outbox = tmp_path / "outbox"
     with StandInAlma() as alma:
         alma.on_list = a_run_picks_up_the_files
         settings["ALMA_API_BASE_URL"] = alma.base_url
-        instance = production_instance(home, host_tmp, moto_endpoint)
-        with running_dagster_dev(tmp_path, instance, **settings) as (client, environment):
+        instance = production_instance(run_launcher(sorted(settings)), moto_endpoint)
+        dev_settings = {**settings, **host_settings, "PYTHONPATH": str(PROJECT_DIR)}
+        with running_dagster_dev(tmp_path, instance, **dev_settings) as (client, environment):
             stopped = subprocess.run(
                 [DAGSTER, "schedule", "stop", "daily_patronload", "-w", "workspace.yaml"],
                 cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, timeout=120,
@@ -260,7 +280,7 @@ def test_postgresql_restarted_in_the_middle_of_a_load_ends_with_the_load_in_the_
         "TMPDIR": str(host_tmp), "PYTHONPATH": str(PROJECT_DIR),
     }  # fmt: skip
     outbox = tmp_path / "outbox"
-    instance = production_instance(home, host_tmp, moto_endpoint)
+    instance = production_instance(isolated_launcher(home, host_tmp), moto_endpoint)
     instance["compute_logs"]["config"]["bucket"] = state_bucket
     with running_dagster_dev(tmp_path, instance, **settings) as (client, environment):
         run_id = launch(client)
