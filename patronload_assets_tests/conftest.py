@@ -261,3 +261,22 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(items):
     rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order
+
+
+def isolation_possible() -> bool:
+    """Root, and a private mount namespace (isolated_runs.py: runs that cannot see the host's folders)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "probe", "/mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture
+def isolated():
+    if not isolation_possible():
+        if os.environ.get("CI"):
+            pytest.fail("a private mount namespace is needed (root and unshare --mount): CI runs as root")
+        pytest.skip("needs root and unshare --mount for runs that cannot see the host's folders")

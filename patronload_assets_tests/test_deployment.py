@@ -4,11 +4,15 @@ DockerRunLauncher (the local stand-in for EcsRunLauncher) over podman's Docker-c
 `make test-deployment` (one test at a time: they share the image), not `make test`."""
 
 import io
+import json
 import os
 import shutil
+import string
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -16,7 +20,9 @@ import dagster as dg
 import pytest
 from lxml import etree
 
-from .conftest import PROJECT_DIR, load
+from patronload_assets.domain import synthetic
+
+from .conftest import PROJECT_DIR, free_port, load
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]
 
@@ -164,3 +170,181 @@ def podman_api(tmp_path):
         service.terminate()
         service.wait(timeout=30)
         shutil.rmtree(socket.parent, ignore_errors=True)
+
+
+IAM_FOLDER = PROJECT_DIR / "deploy" / "aws" / "iam"
+
+
+# What moto's IAM asks for in place of the action AWS authorizes (moto names most S3 calls by their
+# operation). DeleteObjects moto checks on the bucket, AWS as DeleteObject on each key: it goes on
+# the bucket-level statement.
+MOTO_ACTIONS = {
+    "s3:ListBucket": ["s3:ListObjectsV2"],
+    "s3:ListBucketMultipartUploads": ["s3:ListMultipartUploads", "s3:DeleteObjects"],
+    "s3:GetObject": ["s3:HeadObject"],
+    "s3:PutObject": ["s3:CreateMultipartUpload", "s3:UploadPart", "s3:CompleteMultipartUpload"],
+}
+
+
+def run_task_policy(**values: str) -> str:
+    """deploy/aws/iam/run-task-policy.json with the deployment's values, relaxed where moto's IAM
+    differs from AWS's, and only there: moto's names for the same calls beside AWS's (MOTO_ACTIONS);
+    ``*`` for the resource of the SES statement (moto checks SES actions only against
+    ``Resource: "*"``); no ``s3:prefix`` condition on a listing (moto passes no condition keys, so
+    any condition fails). Every resource ARN of S3 stays as shipped."""
+    template = string.Template((IAM_FOLDER / "run-task-policy.json").read_text())
+    document = json.loads(template.substitute(values))
+    for statement in document["Statement"]:
+        actions = _listed(statement["Action"])
+        if all(action.startswith("ses:") for action in actions):
+            statement["Resource"] = "*"
+        statement.pop("Condition", None)
+        aliases = [alias for action in actions for alias in MOTO_ACTIONS.get(action, [])]
+        statement["Action"] = [*actions, *aliases]
+    return json.dumps(document)
+
+
+def _listed(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+@pytest.fixture
+def enforcing_moto(tmp_path):
+    """A moto server of the test's own, whose IAM checks start when the test says (reset-auth)."""
+    port = free_port()
+    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115 (closed at teardown)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "moto.log"
+                ).read_text()
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_a_load_with_only_the_run_task_policy_succeeds_and_nothing_outside_its_prefixes(
+    isolated, postgres, enforcing_moto, tmp_path, request
+):
+    """deploy/aws/iam/run-task-policy.json, on an S3 and SES that enforce it: a whole load in the
+    production shape with the keys of a user holding only that policy; the same keys denied a
+    write outside S3_PREFIX and STATE_PREFIX and any read of another bucket."""
+    import boto3
+    import psycopg2
+    from botocore.exceptions import ClientError
+
+    from .conftest import DATABASE, PASSWORD, USER
+    from .test_daemon import finished, launch, running_dagster_dev, wait_for
+    from .test_production_shape import isolated_launcher, production_instance
+
+    alma_bucket, state_bucket, other_bucket = "iam-alma", "iam-state", "iam-other-bucket"
+    sender = "patronload@example.edu"
+
+    def client(service: str, keys: dict):
+        return boto3.client(
+            service, endpoint_url=enforcing_moto, region_name="us-east-1",
+            aws_access_key_id=keys["AccessKeyId"], aws_secret_access_key=keys["SecretAccessKey"],
+        )  # fmt: skip
+
+    root = {"AccessKeyId": "testing", "SecretAccessKey": "testing"}  # before IAM is enforced
+    for name in (alma_bucket, state_bucket, other_bucket):
+        client("s3", root).create_bucket(Bucket=name)
+    client("s3", root).put_object(Bucket=other_bucket, Key="alma/secret.txt", Body=b"not the load's")
+    client("ses", root).verify_email_identity(EmailAddress=sender)
+    iam = client("iam", root)
+    keys = {}
+    for user, policy in (
+        ("patronload-task", run_task_policy(
+            AlmaBucket=alma_bucket, AlmaPrefix="alma", StateBucket=state_bucket, StatePrefix="patronload",
+            Region="us-east-1", Account="123456789012", SenderIdentity=sender,
+        )),
+        ("test-admin", json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]})),
+    ):  # fmt: skip
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=policy)
+        keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+    request_auth = urllib.request.Request(  # from now on, every call is checked (a form body is not read)
+        f"{enforcing_moto}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}
+    )
+    urllib.request.urlopen(request_auth, timeout=10).close()
+    task_s3, admin_s3 = client("s3", keys["patronload-task"]), client("s3", keys["test-admin"])
+
+    # Enforced: keys moto's IAM does not know are refused, so the checks below can fail.
+    with pytest.raises(ClientError) as refused:
+        client("s3", root).list_objects_v2(Bucket=alma_bucket)
+    assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=postgres, user=USER, password=PASSWORD, dbname="postgres", sslmode="require"
+    )
+    connection.autocommit = True
+    connection.cursor().execute("CREATE DATABASE iam")  # a database of its own: no other test's runs
+    connection.close()
+    assert DATABASE != "iam"
+    host_tmp = Path(tempfile.mkdtemp(prefix="pl-host-"))
+    request.addfinalizer(lambda: shutil.rmtree(host_tmp, ignore_errors=True))
+    synthetic.create_warehouse(tmp_path / "dw.sqlite3", 500, 700)
+    settings = {
+        "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres), "DAGSTER_PG_DB": "iam",
+        "DAGSTER_PG_USERNAME": USER, "DAGSTER_PG_PASSWORD": PASSWORD,
+        "S3_BUCKET_NAME": alma_bucket, "S3_PREFIX": "alma", "S3_ENDPOINT_URL": enforcing_moto,
+        "STATE_BUCKET_NAME": state_bucket,
+        "SES_SEND_FROM_EMAIL": sender, "SES_RECIPIENT_EMAIL": "library-systems@example.edu",
+        "SES_ENDPOINT_URL": enforcing_moto, "SES_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": keys["patronload-task"]["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": keys["patronload-task"]["SecretAccessKey"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TMPDIR": str(host_tmp), "PYTHONPATH": str(PROJECT_DIR),
+    }  # fmt: skip
+    instance = production_instance(isolated_launcher(tmp_path / "home", host_tmp), enforcing_moto)
+    instance["compute_logs"]["config"]["bucket"] = state_bucket
+    with running_dagster_dev(tmp_path, instance, **settings) as (graphql, _):
+        run_id = launch(graphql)
+        assert wait_for(lambda: finished(graphql, run_id), 300, "the load") == "SUCCESS"
+
+        def sent() -> int:
+            statistics = client("ses", keys["test-admin"]).get_send_statistics()["SendDataPoints"]
+            return sum(point["DeliveryAttempts"] for point in statistics)
+
+        assert wait_for(sent, 120, "the report, sent through SES", 2) >= 1
+    zips = [item["Key"] for item in admin_s3.list_objects_v2(Bucket=alma_bucket)["Contents"]]
+    assert sorted(key.split("_")[0] for key in zips) == ["alma/staff", "alma/student"], zips
+    state_keys = [item["Key"] for item in admin_s3.list_objects_v2(Bucket=state_bucket)["Contents"]]
+    assert any(key.startswith("patronload/compute_logs/") and run_id in key for key in state_keys), (
+        state_keys[:20]
+    )
+    assert "AccessDenied" not in (tmp_path / "dagster-dev.log").read_text(errors="replace")
+
+    # The same keys, outside what the policy grants: each refused.
+    denied = {
+        "write outside S3_PREFIX": lambda: task_s3.put_object(
+            Bucket=alma_bucket, Key="elsewhere.zip", Body=b"x"
+        ),
+        "write outside STATE_PREFIX": lambda: task_s3.put_object(
+            Bucket=state_bucket, Key="other/x", Body=b"x"
+        ),
+        "read of another bucket": lambda: task_s3.get_object(Bucket=other_bucket, Key="alma/secret.txt"),
+        "listing of another bucket": lambda: task_s3.list_objects_v2(Bucket=other_bucket, Prefix="alma/"),
+        "deletion of another bucket's object": lambda: task_s3.delete_object(
+            Bucket=other_bucket, Key="alma/secret.txt"
+        ),
+    }
+    for what, call in denied.items():
+        with pytest.raises(ClientError) as error:
+            call()
+        assert error.value.response["Error"]["Code"] == "AccessDenied", what
+    task_s3.put_object(Bucket=alma_bucket, Key="alma/probe.txt", Body=b"x")  # and within it, allowed
+    assert admin_s3.get_object(Bucket=other_bucket, Key="alma/secret.txt")["Body"].read() == b"not the load's"

@@ -37,24 +37,6 @@ DEPLOY_INSTANCE = PROJECT_DIR / "deploy" / "aws" / "dagster.yaml"
 ALMA_BUCKET, STATE_BUCKET = "shape-alma-bucket", "shape-patronload-state"  # its own, on a shared moto
 
 
-def isolation_possible() -> bool:
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "probe", "/mnt"],
-        capture_output=True,
-    )
-    return probe.returncode == 0
-
-
-@pytest.fixture
-def isolated():
-    if not isolation_possible():
-        if os.environ.get("CI"):
-            pytest.fail("a private mount namespace is needed (root and unshare --mount): CI runs as root")
-        pytest.skip("needs root and unshare --mount for runs that cannot see the host's folders")
-
-
 def isolated_launcher(home, host_tmp) -> dict:
     """Every run in a process of its own that cannot see the host's instance storage or temp folder."""
     return {
