@@ -3,10 +3,12 @@ user; every run of the production shape a container of that image, started by da
 DockerRunLauncher (the local stand-in for EcsRunLauncher) over podman's Docker-compatible API.
 `make test-deployment` (one test at a time: they share the image), not `make test`."""
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import signal
 import string
 import subprocess
 import sys
@@ -348,3 +350,74 @@ def test_a_load_with_only_the_run_task_policy_succeeds_and_nothing_outside_its_p
         assert error.value.response["Error"]["Code"] == "AccessDenied", what
     task_s3.put_object(Bucket=alma_bucket, Key="alma/probe.txt", Body=b"x")  # and within it, allowed
     assert admin_s3.get_object(Bucket=other_bucket, Key="alma/secret.txt")["Body"].read() == b"not the load's"
+
+
+@contextlib.contextmanager
+def running_webserver(folder: Path, environment: dict, *flags: str):
+    """``dagster-webserver`` on the project's workspace; its GraphQL client."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    from .test_daemon import wait_for
+
+    port = free_port()
+    log = open(folder / f"webserver-{port}.log", "wb")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml",
+         "-h", "127.0.0.1", "-p", str(port), *flags],
+        cwd=PROJECT_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            assert process.poll() is None, (folder / f"webserver-{port}.log").read_text()[-3000:]
+            return False
+
+    try:
+        wait_for(up, 120, "the webserver")
+        yield DagsterGraphQLClient("127.0.0.1", port_number=port)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        log.close()
+
+
+def test_the_read_only_webserver_refuses_a_launch_of_patronload_now(tmp_path):
+    """deploy/aws/webserver-read-only-container.json's command: the same instance and code location
+    as the single-sign-on webserver, with --read-only. patronload_now (which creates Alma accounts
+    with send: true) is refused there, and accepted by the webserver without the flag; the
+    read-only one still shows the runs."""
+    from dagster_graphql import DagsterGraphQLClientError
+
+    from .environment import embedded_environment
+
+    command = json.loads((PROJECT_DIR / "deploy" / "aws" / "webserver-read-only-container.json").read_text())
+    flags = [flag for flag in command["command"] if flag == "--read-only"]
+    assert flags == ["--read-only"], command["command"]
+    environment = embedded_environment(
+        tmp_path, tmp_path / "home",
+        ALMA_API_KEY="not-a-key", ALMA_SIS_JOB_ID="1", ALMA_API_BASE_URL="http://127.0.0.1:9",
+    )  # fmt: skip
+    launch = {
+        "job_name": "patronload_now",
+        "repository_location_name": "patronload_assets",
+        "repository_name": "__repository__",
+        "run_config": {"ops": {"patronload_now": {"config": {"kerberos_names": ["SOMEONE"], "send": True}}}},
+    }
+    with (
+        running_webserver(tmp_path, environment, *flags) as read_only,
+        running_webserver(tmp_path, environment) as signed_on,
+    ):
+        with pytest.raises(DagsterGraphQLClientError) as refused:
+            read_only.submit_job_execution(**launch)
+        assert "Unauthorized" in str(refused.value), refused.value
+        accepted = signed_on.submit_job_execution(**launch)  # queued: no daemon here starts it
+        assert read_only.get_run_status(accepted).value in ("QUEUED", "STARTING", "STARTED", "FAILURE")
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        assert [run.run_id for run in instance.get_runs()] == [accepted]  # nothing from the read-only one
