@@ -11,7 +11,8 @@ setup(
     ],
     package_dir={"patronload_assets.sql": "sql"},
     package_data={
-        "patronload_assets": ["institution/*.xml", "institution/*.json", "schema/*.xsd"],
+        "patronload_assets": ["schema/*.xsd"],
+        "patronload_assets.institutions": ["*/*.xml", "*/*.json"],
         "patronload_assets.sql": ["*.sql"],
     },
     python_requires=">=3.11",

@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from . import faults, frames, retries, scratch
-from .domain import changes, checks, rules
+from .domain import changes, checks
 from .domain.load import STAFF, STUDENT, BuildResult, PatronType, build_zips
 from .domain.packaging import (
     PackagingError,
@@ -26,6 +26,7 @@ from .domain.packaging import (
     stale_keys,
 )
 from .domain.values import kerberos_keys
+from .institutions.mit import rules
 from .resources import Bucket, InstitutionData, Warehouse
 from .state import StateStore
 from .timing import LOAD_TIMING, ZIP_FRESHNESS

@@ -62,8 +62,8 @@ def aws_environment(monkeypatch):
 
 def staff_row(**values):
     """A cleaned staff row: Jane Doe, JDOE, everything else missing unless given."""
-    from patronload_assets.domain import rules
     from patronload_assets.domain.values import clean_row
+    from patronload_assets.institutions.mit import rules
 
     row = dict.fromkeys(rules.STAFF_COLUMNS)
     row.update(KRB_NAME_UPPERCASE="JDOE", LEGAL_FIRST_NAME="Jane", LEGAL_LAST_NAME="Doe")
@@ -73,8 +73,8 @@ def staff_row(**values):
 
 def student_row(**values):
     """A cleaned student row: Jo Stu, JSTU, everything else missing unless given."""
-    from patronload_assets.domain import rules
     from patronload_assets.domain.values import clean_row
+    from patronload_assets.institutions.mit import rules
 
     row = dict.fromkeys(rules.STUDENT_COLUMNS)
     row.update(KRB_NAME_UPPERCASE="JSTU", LEGAL_FIRST_NAME="Jo", LEGAL_LAST_NAME="Stu")
@@ -132,7 +132,7 @@ def patron_values(warehouse) -> set[str]:
     a state or a short name matches ordinary words)."""
     import sqlite3
 
-    from patronload_assets.domain import rules
+    from patronload_assets.institutions.mit import rules
     from patronload_assets.resources import read_sql
 
     found = set()

@@ -8,7 +8,8 @@ import pytest
 
 from patronload_assets import reports, retries, timing
 from patronload_assets.alma import api, now, verdict
-from patronload_assets.domain import alma_jobs, alma_xml, changes, checks, named, packaging, rules, values
+from patronload_assets.domain import alma_jobs, alma_xml, changes, checks, named, packaging, values
+from patronload_assets.institutions.mit import rules
 
 from .conftest import PROJECT_DIR
 

@@ -43,8 +43,8 @@ def test_the_wheel_carries_the_sql_templates_tables_and_schema_and_loads_outside
     assert {
         "patronload_assets/sql/staff.sql",
         "patronload_assets/sql/student.sql",
-        "patronload_assets/institution/staff_template.xml",
-        "patronload_assets/institution/student_departments.json",
+        "patronload_assets/institutions/mit/staff_template.xml",
+        "patronload_assets/institutions/mit/student_departments.json",
         "patronload_assets/schema/patronload_users.xsd",
     } <= names
     assert not [name for name in names if name.startswith("patronload_assets_tests")]

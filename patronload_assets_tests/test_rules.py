@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patronload_assets.domain import rules
 from patronload_assets.domain.values import clean_row
+from patronload_assets.institutions.mit import rules
 
 from .conftest import staff_row, student_row
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import alma_xml, changes, rules, values
+from ..institutions.mit import rules
+from . import alma_xml, changes, values
 from .packaging import AlmaLimits, PackagedZip, rewrite_without, unusual_markup
 
 SCHEMA, SHRINK, DEPARTURES, LIMITS = "schema", "shrink", "departures", "limits"

@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import rules
+from .. import institutions
+from ..institutions.mit import rules
 from .alma_xml import UserTemplate
 from .changes import Fingerprints
 from .departments import load_department_table
 from .packaging import AlmaLimits, PackagedZip, write_zips
 
-INSTITUTION_DIR = Path(__file__).resolve().parent.parent / "institution"
+INSTITUTION_DIR = institutions.folder()
 
 
 @dataclass(frozen=True)

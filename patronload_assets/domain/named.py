@@ -13,7 +13,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import checks, rules
+from ..institutions.mit import rules
+from . import checks
 from .load import STAFF, STUDENT, Institution, PatronType, build_zips
 from .values import kerberos_key, kerberos_keys
 

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 
-from .values import clean_row, kerberos_key, to_text
+from ...domain.values import clean_row, kerberos_key, to_text
 
 # §1 Sources: the columns of the two warehouse views, in order.
 STAFF_COLUMNS = (
