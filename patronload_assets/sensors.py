@@ -14,7 +14,6 @@ import logging
 import time
 
 import dagster as dg
-from dagster._core.event_api import RunStatusChangeRecordsFilter
 
 from . import assets, reports, retries
 from .jobs import patronload_job, patronload_preview
@@ -158,13 +157,13 @@ def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, des
         after, pending = cursor.get("after"), dict(cursor.get("pending", {}))
         instance = context.instance
         if after is None:
-            records_filter = RunStatusChangeRecordsFilter(
+            records_filter = dg.RunStatusChangeRecordsFilter(
                 event_type, after_timestamp=time.time() - FIRST_TICK_LOOKBACK_SECONDS
             )
-            latest = instance.fetch_run_status_changes(RunStatusChangeRecordsFilter(event_type), limit=1)
+            latest = instance.fetch_run_status_changes(dg.RunStatusChangeRecordsFilter(event_type), limit=1)
             baseline = latest.records[0].storage_id if latest.records else 0
         else:
-            records_filter = RunStatusChangeRecordsFilter(event_type, after_storage_id=after)
+            records_filter = dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after)
             baseline = after
         changes = instance.fetch_run_status_changes(records_filter, limit=RUNS_PER_TICK, ascending=True)
         for record in changes.records:
