@@ -28,8 +28,8 @@ from pydantic import Field, PrivateAttr
 from . import faults
 from .domain.load import Institution
 from .domain.packaging import AlmaLimits, object_key
-from .domain.synthetic import create_warehouse
 from .frames import frame_from_batches
+from .institutions.mit.synthetic import create_warehouse
 
 
 def read_sql(name: str) -> str:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from patronload_assets.domain import synthetic
 from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets_tests.environment import MATERIALIZE_ALL, embedded_environment
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent

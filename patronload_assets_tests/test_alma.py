@@ -20,7 +20,8 @@ from lxml import etree
 from patronload_assets import reports, settings
 from patronload_assets.alma import verdict
 from patronload_assets.alma.api import AlmaApiError, AlmaJobs
-from patronload_assets.domain import alma_jobs, synthetic
+from patronload_assets.domain import alma_jobs
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import OutboxMailer
 from patronload_assets.state import InstanceState
 

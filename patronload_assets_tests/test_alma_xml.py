@@ -9,10 +9,10 @@ import pytest
 import xmltodict
 from lxml import etree
 
-from patronload_assets.domain import alma_xml, checks, synthetic
+from patronload_assets.domain import alma_xml, checks
 from patronload_assets.domain.alma_xml import TemplateError, UserTemplate
 from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT, Institution, build_zips
-from patronload_assets.institutions.mit import rules
+from patronload_assets.institutions.mit import rules, synthetic
 
 from .conftest import assert_valid_users, staff_row, student_row
 

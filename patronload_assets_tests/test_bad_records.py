@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from patronload_assets import assets, reports, scratch, sensors
-from patronload_assets.domain import checks, synthetic
+from patronload_assets.domain import checks
 from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT, Institution, build_zips
-from patronload_assets.institutions.mit import rules
+from patronload_assets.institutions.mit import rules, synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
 
 from .conftest import assert_valid_users, instance_state, load, state_resources

@@ -14,9 +14,10 @@ import pytest
 from lxml import etree
 
 from patronload_assets import jobs, reports, sensors
-from patronload_assets.domain import changes, synthetic
+from patronload_assets.domain import changes
 from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
 from patronload_assets.domain.packaging import rewrite_without
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse, read_sql
 
 from .conftest import instance_state, load, state_resources

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from patronload_assets import summary
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 
 from .conftest import PROJECT_DIR, instance_state, load
 from .environment import MATERIALIZE_ALL, embedded_environment

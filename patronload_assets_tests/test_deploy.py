@@ -11,7 +11,7 @@ from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 
 from patronload_assets import assets, defs
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
 
 from .conftest import PROJECT_DIR, free_port, leaked, patron_values, state_resources

@@ -22,7 +22,7 @@ import dagster as dg
 import pytest
 from lxml import etree
 
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 
 from .conftest import PROJECT_DIR, free_port, load
 

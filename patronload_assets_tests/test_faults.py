@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from dagster_aws.s3 import S3Resource
 
 from patronload_assets import assets, faults, reports, retries
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, S3Bucket, SqliteWarehouse
 from patronload_assets.sensors import run_facts
 from patronload_assets.state import BucketState
@@ -394,7 +394,7 @@ import json, sys
 from pathlib import Path
 import dagster as dg
 from patronload_assets import reports
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets_tests.conftest import load
 
 folder = Path(sys.argv[1])

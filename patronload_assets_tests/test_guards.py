@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from patronload_assets.domain import checks, synthetic
+from patronload_assets.domain import checks
 from patronload_assets.domain.alma_xml import UserTemplate
 from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT
 from patronload_assets.domain.values import clean_row, kerberos_key
-from patronload_assets.institutions.mit import rules
+from patronload_assets.institutions.mit import rules, synthetic
 
 from .conftest import FIXTURES, assert_valid_users, load
 

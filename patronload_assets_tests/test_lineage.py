@@ -13,7 +13,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from patronload_assets import assets, frames
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse, read_sql
 from patronload_assets.state import InstanceState
 

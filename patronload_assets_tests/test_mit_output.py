@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import OutboxMailer
 from patronload_assets.sensors import success_report
 from patronload_assets.state import InstanceState

@@ -13,9 +13,9 @@ from lxml import etree
 
 from patronload_assets.alma.api import AlmaUsers
 from patronload_assets.alma.now import patronload_now_job
-from patronload_assets.domain import synthetic
 from patronload_assets.domain.named import NOT_IN_WAREHOUSE, asked_names
 from patronload_assets.domain.values import kerberos_key
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, OutboxMailer, SqliteWarehouse
 
 from .alma_standin import KEY, StandInAlma

@@ -137,8 +137,8 @@ def test_records_are_streamed_not_held(tmp_path):
     """40,000 users (about 100 MB of XML) built from a generator stay far below that in memory."""
     import tracemalloc
 
-    from patronload_assets.domain import synthetic
     from patronload_assets.domain.load import STAFF, Institution, build_zips
+    from patronload_assets.institutions.mit import synthetic
 
     count = 40_000
     institution = Institution.load()

@@ -5,7 +5,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 
 from .conftest import DATABASE, PASSWORD, PROJECT_DIR, USER, load
 

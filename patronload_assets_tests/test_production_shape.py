@@ -24,7 +24,7 @@ import pytest
 import yaml
 from lxml import etree
 
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 
 from .alma_standin import JOB_ID, KEY, StandInAlma, alma_time, counters, rejection
 from .conftest import DATABASE, PASSWORD, PROJECT_DIR, USER, leaked, patron_values, postgres_binaries

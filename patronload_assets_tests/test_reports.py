@@ -11,7 +11,7 @@ import pytest
 from dagster._utils.error import serializable_error_info_from_exc_info
 
 from patronload_assets import reports
-from patronload_assets.domain import synthetic
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import OutboxMailer, SesMailer
 from patronload_assets.sensors import failure_report, success_report
 from patronload_assets.state import InstanceState

@@ -12,7 +12,8 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from patronload_assets import assets
-from patronload_assets.domain import changes, synthetic
+from patronload_assets.domain import changes
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, S3Bucket, SqliteWarehouse
 from patronload_assets.state import BucketState, InstanceState
 

@@ -1,11 +1,12 @@
 """Institutions: what is one library's own, each in a folder of its own (``mit/``: its rules
-module, the templates of its user records, its department tables).
+module, the templates of its user records, its department tables, the synthetic warehouse of the
+embedded default).
 
 The engine (extraction, cleaning, the XML writer, the checks, zips, buckets, state, changes,
 reports) is meant to ask an institution through one small interface and know no institution's
 name, column or code. Until that interface is written, the engine's modules that still name MIT's
 rules import them from here, in the open: ``domain/load.py``, ``domain/named.py``,
-``domain/checks.py``, ``domain/synthetic.py`` and ``assets.py``.
+``domain/checks.py``, ``assets.py``, and ``resources.py`` (the embedded warehouse).
 """
 
 from pathlib import Path

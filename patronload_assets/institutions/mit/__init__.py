@@ -1,2 +1,3 @@
 """MIT Libraries: the rules of docs/patron-rules.md (``rules.py``), the templates of its staff and
-student records, and its department tables (JSON)."""
+student records, its department tables (JSON), and the synthetic warehouse of the embedded
+default (``synthetic.py``)."""

@@ -12,9 +12,10 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..institutions.mit.rules import STAFF_COLUMNS, STUDENT_COLUMNS
-from .departments import load_department_table
-from .load import INSTITUTION_DIR
+from ...domain.departments import load_department_table
+from .rules import STAFF_COLUMNS, STUDENT_COLUMNS
+
+INSTITUTION_DIR = Path(__file__).resolve().parent
 
 STAFF_VIEW, STUDENT_VIEW = "LIBRARY_EMPLOYEE", "LIBRARY_STUDENT"
 DEFAULT_STAFF, DEFAULT_STUDENTS, DEFAULT_SEED = 2_000, 3_000, 20_261_128
