@@ -12,6 +12,8 @@
 # for a warehouse older than python-oracledb's thin mode supports. Without it, thin mode.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
+# The label lets make image remove what earlier builds of it left untagged, and nothing else.
+LABEL org.opencontainers.image.title=patronload
 WORKDIR /src
 COPY setup.py ./
 # The dependencies' wheels first, in layers of their own: a change to the code alone rebuilds only
@@ -25,6 +27,7 @@ COPY sql ./sql
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /project .
 
 FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title=patronload
 ARG ORACLE_INSTANT_CLIENT_URL=""
 RUN if [ -n "$ORACLE_INSTANT_CLIENT_URL" ]; then \
         apt-get update && apt-get install -y --no-install-recommends libaio1 curl unzip \

@@ -33,4 +33,6 @@ if [ "$ENGINE" = podman ] && ls /usr/local/share/ca-certificates/*.crt >/dev/nul
 fi
 started=$(date +%s)
 $ENGINE build "$@" .
+# What earlier builds left untagged (the replaced image, the build stage): only this project's.
+$ENGINE image prune --force --filter label=org.opencontainers.image.title=patronload >/dev/null
 echo "built $image on $base with $ENGINE in $(( $(date +%s) - started )) s"
