@@ -14,6 +14,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from .alma.api import AlmaJobs, AlmaUsers
+from .configuration import ConfigurationError, number_setting
 from .resources import (
     Bucket,
     InstitutionData,
@@ -47,10 +48,6 @@ BUCKET_SETTINGS = ("S3_BUCKET_NAME", "S3_PREFIX")
 STATE_SETTINGS = ("STATE_BUCKET_NAME",)  # what every task of a deployment reads: never a task's disk
 MAIL_SETTINGS = ("SES_RECIPIENT_EMAIL", "SES_SEND_FROM_EMAIL")
 STATE_PREFIX = "patronload/"
-
-
-class ConfigurationError(RuntimeError):
-    """A deployment that must not run as configured."""
 
 
 def _present(environ: Mapping[str, str], name: str) -> bool:
@@ -180,24 +177,6 @@ def mailer_resource(environ: Mapping[str, str]) -> Mailer:
             endpoint_url=_env(environ, "SES_ENDPOINT_URL"),
         )
     return OutboxMailer(directory=local_setting(environ, "LOCAL_OUTBOX_DIR"), **addressing)
-
-
-def number_setting(
-    environ: Mapping[str, str], name: str, default: float, kind: type = int, least: float | None = None
-) -> float:
-    """A positive number setting (at least ``least``, when given), or its default; a clear error
-    naming the setting otherwise."""
-    text = environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        value = 0
-    if value <= 0 or (least is not None and value < least):
-        at_least = "" if least is None else f" of at least {least}"
-        raise ConfigurationError(f"{name} must be a positive {kind.__name__}{at_least}, not {text!r}")
-    return value
 
 
 def alma_resource(environ: Mapping[str, str]) -> AlmaJobs | None:

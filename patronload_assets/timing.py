@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string, schedule_execution_time_iterator
 
-from .settings import ConfigurationError, number_setting
+from .configuration import ConfigurationError, number_setting
 
 DEFAULT_CRON, DEFAULT_TIMEZONE, DEFAULT_DEADLINE_MINUTES = "0 5 * * *", "America/New_York", 120
 # Dagster's sensor daemon looks at most every 5 seconds; 30 keeps the reports' queries rare.

@@ -9,9 +9,9 @@ import dagster as dg
 import pytest
 
 from patronload_assets import defs, overdue
+from patronload_assets.configuration import ConfigurationError
 from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, OutboxMailer, SqliteWarehouse
-from patronload_assets.settings import ConfigurationError
 from patronload_assets.timing import LoadTiming
 
 from .conftest import state_resources
