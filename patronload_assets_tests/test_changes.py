@@ -103,6 +103,21 @@ def _student_update(warehouse, sql: str, names: list[str]) -> None:
         connection.executemany(sql, [(name,) for name in names])
 
 
+def new_staff_and_moved_students(warehouse, loaded_students) -> list[str]:
+    """The warehouse's change between two loads of the production-shape and MIT-output tests:
+    seven new staff, and 20 loaded students with a new email address (their Kerberos names)."""
+    changed = [row["KRB_NAME_UPPERCASE"] for row in _clean_students(warehouse, loaded_students)[:20]]
+    assert len(changed) == 20
+    _add_staff(warehouse, 7)
+    _student_update(
+        warehouse,
+        f"UPDATE {synthetic.STUDENT_VIEW} SET EMAIL_ADDRESS = 'moved.' || EMAIL_ADDRESS "
+        "WHERE KRB_NAME_UPPERCASE = ?",
+        changed,
+    )
+    return changed
+
+
 # -- the domain -----------------------------------------------------------------------------------
 
 

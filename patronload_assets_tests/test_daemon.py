@@ -68,13 +68,19 @@ def running_dagster_dev(tmp_path, instance: dict | None = None, **settings):
         wait_for(up, 120, "the web server")
         yield DagsterGraphQLClient("127.0.0.1", port_number=port), environment
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process_group(process)
         log.close()
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to a server started in a session of its own, then SIGKILL: dagster dev may ignore
+    the first."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 @pytest.fixture

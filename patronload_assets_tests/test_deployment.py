@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import string
 import subprocess
 import sys
@@ -357,7 +356,7 @@ def running_webserver(folder: Path, environment: dict, *flags: str):
     """``dagster-webserver`` on the project's workspace; its GraphQL client."""
     from dagster_graphql import DagsterGraphQLClient
 
-    from .test_daemon import wait_for
+    from .test_daemon import stop_process_group, wait_for
 
     port = free_port()
     log = open(folder / f"webserver-{port}.log", "wb")  # noqa: SIM115 (closed at teardown)
@@ -379,12 +378,7 @@ def running_webserver(folder: Path, environment: dict, *flags: str):
         wait_for(up, 120, "the webserver")
         yield DagsterGraphQLClient("127.0.0.1", port_number=port)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process_group(process)
         log.close()
 
 

@@ -25,7 +25,7 @@ from patronload_assets.sensors import success_report
 from patronload_assets.state import InstanceState
 
 from .conftest import FIXTURES, load
-from .test_changes import _add_staff, _clean_students, _student_update
+from .test_changes import new_staff_and_moved_students
 
 EXPECTED = FIXTURES / "mit_output"
 # The contract's dates (docs/patron-rules.md §3), computed here on their own: the run date plus
@@ -100,15 +100,7 @@ def mit_output(folder: Path) -> dict[str, str]:
     with dg.instance_for_test() as instance:
         for number in (1, 2):
             if number == 2:
-                students = _loaded_students(folder / "bucket1")
-                changed = [row["KRB_NAME_UPPERCASE"] for row in _clean_students(warehouse, students)[:20]]
-                _add_staff(warehouse, 7)
-                _student_update(
-                    warehouse,
-                    f"UPDATE {synthetic.STUDENT_VIEW} SET EMAIL_ADDRESS = 'moved.' || EMAIL_ADDRESS "
-                    "WHERE KRB_NAME_UPPERCASE = ?",
-                    changed,
-                )
+                new_staff_and_moved_students(warehouse, _loaded_students(folder / "bucket1"))
             result = load(warehouse, folder / f"bucket{number}", instance)
             assert result.success
             run_date = dt.datetime.fromtimestamp(instance.all_logs(result.run_id)[0].timestamp, dt.UTC).date()

@@ -28,13 +28,24 @@ from patronload_assets.institutions.mit import synthetic
 
 from .alma_standin import JOB_ID, KEY, StandInAlma, alma_time, counters, rejection
 from .conftest import DATABASE, PASSWORD, PROJECT_DIR, USER, leaked, patron_values, postgres_binaries
-from .test_changes import _add_staff, _clean_students, _student_update
+from .test_changes import new_staff_and_moved_students
 from .test_daemon import DAGSTER, finished, launch, running_dagster_dev, wait_for
 
 pytestmark = pytest.mark.slow  # a daemon, a server or a whole install
 
 DEPLOY_INSTANCE = PROJECT_DIR / "deploy" / "aws" / "dagster.yaml"
 ALMA_BUCKET, STATE_BUCKET = "shape-alma-bucket", "shape-patronload-state"  # its own, on a shared moto
+
+
+def new_buckets(moto_endpoint: str, *names: str):
+    """The buckets, made on the stand-in S3; a client of it."""
+    s3 = boto3.client(
+        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    for name in names:
+        s3.create_bucket(Bucket=name)
+    return s3
 
 
 def isolated_launcher(home, host_tmp) -> dict:
@@ -115,12 +126,7 @@ def loads_in_the_production_shape(
     home = tmp_path / "home"
     (tmp_path / "warehouse").mkdir()
     warehouse = synthetic.create_warehouse(tmp_path / "warehouse" / "dw.sqlite3", 400, 600)
-    s3 = boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )  # fmt: skip
-    for name in (ALMA_BUCKET, STATE_BUCKET):
-        s3.create_bucket(Bucket=name)
+    s3 = new_buckets(moto_endpoint, ALMA_BUCKET, STATE_BUCKET)
 
     def a_run_picks_up_the_files(standin: StandInAlma) -> None:
         listed = s3.list_objects_v2(Bucket=ALMA_BUCKET).get("Contents", [])
@@ -163,16 +169,7 @@ def loads_in_the_production_shape(
             wait_for(lambda: sorted(outbox.glob(f"*{first}-success.eml")), 120, "the first report", 2)
 
             # The warehouse changes: seven new staff, 20 students with a new email address.
-            students = set(bucket_users(s3, "student"))
-            changed = [row["KRB_NAME_UPPERCASE"] for row in _clean_students(warehouse, students)[:20]]
-            assert len(changed) == 20
-            _add_staff(warehouse, 7)
-            _student_update(
-                warehouse,
-                f"UPDATE {synthetic.STUDENT_VIEW} SET EMAIL_ADDRESS = 'moved.' || EMAIL_ADDRESS "
-                "WHERE KRB_NAME_UPPERCASE = ?",
-                changed,
-            )
+            changed = new_staff_and_moved_students(warehouse, set(bucket_users(s3, "student")))
             second = launch(client)
             assert (status := ended(client, second, environment, tmp_path)) == "SUCCESS", status
             report = wait_for(lambda: sorted(outbox.glob(f"*{second}-success.eml")), 120, "its report", 2)
@@ -241,12 +238,7 @@ def test_postgresql_restarted_in_the_middle_of_a_load_ends_with_the_load_in_the_
     request.addfinalizer(lambda: shutil.rmtree(host_tmp, ignore_errors=True))
     synthetic.create_warehouse(tmp_path / "dw.sqlite3", 20_000, 20_000)
     alma_bucket, state_bucket = "restart-alma-bucket", "restart-patronload-state"
-    s3 = boto3.client(
-        "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )  # fmt: skip
-    for name in (alma_bucket, state_bucket):
-        s3.create_bucket(Bucket=name)
+    s3 = new_buckets(moto_endpoint, alma_bucket, state_bucket)
     connection = psycopg2.connect(
         host="127.0.0.1", port=postgres, user=USER, password=PASSWORD, dbname="postgres", sslmode="require"
     )
