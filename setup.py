@@ -13,7 +13,7 @@ setup(
     package_data={
         "patronload_assets": ["schema/*.xsd"],
         "patronload_assets.institutions": ["*/*.xml", "*/*.json"],
-        "patronload_assets.sql": ["*.sql"],
+        "patronload_assets.sql": ["*/*.sql"],
     },
     python_requires=">=3.11",
     install_requires=[

@@ -16,7 +16,16 @@ from pydantic import Field
 
 from . import faults, frames, retries, scratch
 from .domain import changes, checks
-from .domain.load import STAFF, STUDENT, BuildResult, PatronType, build_zips
+from .domain.institution import (
+    DROPPED_DUPLICATE_STAFF,
+    DROPPED_DUPLICATE_STUDENT,
+    PatronType,
+    Rules,
+    Selection,
+    claimed_identifiers,
+    select_patrons,
+)
+from .domain.load import BuildResult, build_zips
 from .domain.packaging import (
     PackagingError,
     latest_set,
@@ -25,10 +34,9 @@ from .domain.packaging import (
     object_key,
     stale_keys,
 )
-from .domain.values import kerberos_keys
-from .institutions.mit import rules
+from .domain.values import person_keys
 from .resources import Bucket, InstitutionData, Warehouse
-from .state import StateStore
+from .state import IDENTIFYING, StateStore
 from .timing import LOAD_TIMING, ZIP_FRESHNESS
 
 GROUP = "patronload"
@@ -50,9 +58,9 @@ def load_step(context: dg.OpExecutionContext) -> Iterator[None]:
         raise
 
 
-def read_view(log, warehouse: Warehouse, patron_type: PatronType) -> tuple[pd.DataFrame, dict]:
+def read_view(log, warehouse: Warehouse, rules: Rules, patron_type: PatronType) -> tuple[pd.DataFrame, dict]:
     """A view's rows, every column text, and their metadata (rows, columns, repairs by kind)."""
-    frame, repairs = warehouse.extract(patron_type.name, log)
+    frame, repairs = warehouse.extract(rules, patron_type.name, log)
     missing = [column for column in patron_type.columns if column not in frame.columns]
     if missing:
         raise ValueError(f"the {patron_type.name} query returned no {', '.join(missing)} column")
@@ -62,35 +70,45 @@ def read_view(log, warehouse: Warehouse, patron_type: PatronType) -> tuple[pd.Da
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
-def staff_rows(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
-    """The staff extract (sql/staff.sql), every column text."""
+def staff_rows(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, institution: InstitutionData
+) -> dg.Output[pd.DataFrame]:
+    """The staff extract (sql/<institution>/staff.sql), every column text."""
     with load_step(context):
-        return _output(read_view(context.log, warehouse, STAFF))
+        rules = institution.rules()
+        return _output(read_view(context.log, warehouse, rules, rules.staff))
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
-def student_rows(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Output[pd.DataFrame]:
-    """The student extract (sql/student.sql), every column text."""
+def student_rows(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, institution: InstitutionData
+) -> dg.Output[pd.DataFrame]:
+    """The student extract (sql/<institution>/student.sql), every column text."""
     with load_step(context):
-        return _output(read_view(context.log, warehouse, STUDENT))
+        rules = institution.rules()
+        return _output(read_view(context.log, warehouse, rules, rules.student))
 
 
 @dg.asset(group_name=GROUP, pool=POOL, kinds={"pandas"})
 def deduplicated_students(
-    context: dg.AssetExecutionContext, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    staff_rows: pd.DataFrame,
+    student_rows: pd.DataFrame,
+    institution: InstitutionData,
 ) -> dg.Output[pd.DataFrame]:
-    """Students with a Kerberos name that is not already staff, one row each (first wins)."""
+    """Students whose person key (MIT: Kerberos name) is not already staff, one row each (first wins)."""
     with load_step(context):
-        return _output(deduplicate_students(context.log, staff_rows, student_rows))
+        return _output(deduplicate_students(context.log, institution.rules(), staff_rows, student_rows))
 
 
 def deduplicate_students(
-    log, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
+    log, rules: Rules, staff_rows: pd.DataFrame, student_rows: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict]:
-    selection = rules.select_patrons(
-        frames.column(student_rows, "KRB_NAME_UPPERCASE"),
-        already_loaded=kerberos_keys(frames.column(staff_rows, "KRB_NAME_UPPERCASE")),
-        duplicate_reason=rules.DROPPED_DUPLICATE_STUDENT,
+    selection = select_patrons(
+        frames.column(student_rows, rules.person_key),
+        rules,
+        already_loaded=person_keys(frames.column(staff_rows, rules.person_key)),
+        duplicate_reason=DROPPED_DUPLICATE_STUDENT,
     )
     students = student_rows.iloc[selection.kept].reset_index(drop=True)
     log.info(
@@ -99,7 +117,7 @@ def deduplicate_students(
     metadata = {
         "rows": len(students),
         "rows_read": len(student_rows),
-        **_counts(selection.left_out, rules.STUDENT_LEFT_OUT),
+        **_counts(selection.left_out, rules.left_out_reasons(rules.student)),
     }
     return students, metadata
 
@@ -139,7 +157,7 @@ class ZipConfig(dg.Config):
     )
 
 
-def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheckSpec]:
+def _check_specs(asset_name: str, patron_type: str) -> list[dg.AssetCheckSpec]:
     names = [
         checks.SCHEMA,
         checks.SHRINK,
@@ -148,7 +166,7 @@ def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheck
         checks.UNKNOWN_DEPARTMENTS,
         checks.REPAIRS,
     ]
-    if patron_type is STUDENT:
+    if patron_type == "student":
         names.append(checks.USER_GROUPS)
     return [
         dg.AssetCheckSpec(
@@ -158,7 +176,7 @@ def _check_specs(asset_name: str, patron_type: PatronType) -> list[dg.AssetCheck
     ]
 
 
-def _zip_asset(asset_name: str, patron_type: PatronType) -> dict:
+def _zip_asset(asset_name: str, patron_type: str) -> dict:
     """What both zip assets declare: group, the one-run pool, kinds, checks, freshness."""
     return {
         "group_name": GROUP,
@@ -185,7 +203,7 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-@dg.asset(**_zip_asset("staff_zip", STAFF))
+@dg.asset(**_zip_asset("staff_zip", "staff"))
 def staff_zip(
     context: dg.AssetExecutionContext,
     config: ZipConfig,
@@ -196,13 +214,14 @@ def staff_zip(
 ):
     """The staff zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
     with load_step(context):
-        yield from _publish(context, config, LoadInput.staff(staff_rows), bucket, institution, state)
+        load = LoadInput.staff(staff_rows, institution.rules())
+        yield from _publish(context, config, load, bucket, institution, state)
 
 
 @dg.asset(
-    **_zip_asset("student_zip", STUDENT),
-    # The staff file's identifiers are not the students' to take: only these columns are read.
-    ins={"staff_rows": dg.AssetIn(metadata={"columns": ["KRB_NAME_UPPERCASE", *rules.IDENTIFIER_COLUMNS]})},
+    **_zip_asset("student_zip", "student"),
+    # The staff file's identifiers are not the students' to take: only who each row is is read.
+    ins={"staff_rows": dg.AssetIn(metadata={"columns": IDENTIFYING})},
 )
 def student_zip(
     context: dg.AssetExecutionContext,
@@ -215,7 +234,7 @@ def student_zip(
 ):
     """The student zip in the bucket Alma polls, uploaded only when its blocking checks pass."""
     with load_step(context):
-        load = LoadInput.students(deduplicated_students, staff_rows)
+        load = LoadInput.students(deduplicated_students, staff_rows, institution.rules())
         yield from _publish(context, config, load, bucket, institution, state)
 
 
@@ -227,24 +246,29 @@ class LoadInput:
     rows: Iterable[dict]
     patrons: int
     left_out: Counter
+    left_out_reasons: tuple[str, ...] = ()  # shown in the metadata even at zero
     taken_identifiers: Set[str] = frozenset()  # the other file's (staff's, for students)
 
     @classmethod
-    def staff(cls, staff_rows: pd.DataFrame) -> "LoadInput":
-        selection = _select_staff(staff_rows)
+    def staff(cls, staff_rows: pd.DataFrame, rules: Rules) -> "LoadInput":
+        selection = _select_staff(staff_rows, rules)
         staff = frames.records(staff_rows, keep=selection.kept)  # the kept rows, without a copy
-        return cls(STAFF, staff, len(selection.kept), selection.left_out)
+        reasons = rules.left_out_reasons(rules.staff)
+        return cls(rules.staff, staff, len(selection.kept), selection.left_out, reasons)
 
     @classmethod
-    def students(cls, deduplicated_students: pd.DataFrame, staff_rows: pd.DataFrame) -> "LoadInput":
-        staff = frames.records(staff_rows, keep=_select_staff(staff_rows).kept)
+    def students(
+        cls, deduplicated_students: pd.DataFrame, staff_rows: pd.DataFrame, rules: Rules
+    ) -> "LoadInput":
+        staff = frames.records(staff_rows, keep=_select_staff(staff_rows, rules).kept)
         students = frames.records(deduplicated_students)
-        return cls(STUDENT, students, len(deduplicated_students), Counter(), rules.claimed_identifiers(staff))
+        taken = claimed_identifiers(staff, rules)
+        return cls(rules.student, students, len(deduplicated_students), Counter(), (), taken)
 
 
-def _select_staff(staff_rows: pd.DataFrame) -> rules.Selection:
-    return rules.select_patrons(
-        frames.column(staff_rows, "KRB_NAME_UPPERCASE"), duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
+def _select_staff(staff_rows: pd.DataFrame, rules: Rules) -> Selection:
+    return select_patrons(
+        frames.column(staff_rows, rules.person_key), rules, duplicate_reason=DROPPED_DUPLICATE_STAFF
     )
 
 
@@ -527,7 +551,7 @@ def load_metadata(log, load: LoadInput, prepared: Prepared) -> dict:
         "patrons": loaded,
         **_counts(
             load.left_out + other + invalid,
-            (*(rules.STAFF_LEFT_OUT if patron_type is STAFF else ()), checks.LEFT_OUT_INVALID),
+            (*load.left_out_reasons, checks.LEFT_OUT_INVALID),
         ),
         "unknown_department_codes": unknown,
         "unknown_department_rows": sum(result.unknown_departments.values()) if result else 0,

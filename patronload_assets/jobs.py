@@ -4,7 +4,6 @@ import dagster as dg
 
 from . import scratch
 from .assets import GROUP, LoadInput, ZipConfig, deduplicate_students, load_metadata, prepare, read_view
-from .domain.load import STAFF, STUDENT
 from .resources import Bucket, InstitutionData, Warehouse
 from .retries import LOAD_RETRIES, NEVER_RETRIED
 from .state import StateStore
@@ -30,10 +29,11 @@ def preview_load(
     institution: InstitutionData,
     state: StateStore,
 ) -> None:
-    staff_rows, _ = read_view(context.log, warehouse, STAFF)
-    student_rows, _ = read_view(context.log, warehouse, STUDENT)
-    students, _ = deduplicate_students(context.log, staff_rows, student_rows)
-    for load in (LoadInput.staff(staff_rows), LoadInput.students(students, staff_rows)):
+    rules = institution.rules()
+    staff_rows, _ = read_view(context.log, warehouse, rules, rules.staff)
+    student_rows, _ = read_view(context.log, warehouse, rules, rules.student)
+    students, _ = deduplicate_students(context.log, rules, staff_rows, student_rows)
+    for load in (LoadInput.staff(staff_rows, rules), LoadInput.students(students, staff_rows, rules)):
         name = load.patron_type.name
         moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
         asset_key = dg.AssetKey(f"{name}_zip")

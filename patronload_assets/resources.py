@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.resources
 import json
 import os
 import re
@@ -25,27 +24,21 @@ from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import ResourceWithBoto3Configuration
 from pydantic import Field, PrivateAttr
 
-from . import faults
+from . import faults, institutions
+from .domain.institution import Rules
 from .domain.load import Institution
 from .domain.packaging import AlmaLimits, object_key
 from .frames import frame_from_batches
-from .institutions.mit.synthetic import create_warehouse
 
 
-def read_sql(name: str) -> str:
-    """A warehouse query from ``sql/``, as the DBA reviews it (installed as ``patronload_assets.sql``)."""
-    return (
-        importlib.resources.files("patronload_assets.sql").joinpath(f"{name}.sql").read_text(encoding="utf-8")
-    )
-
-
-def read_sql_for_names(name: str, names: list[str]) -> tuple[str, dict[str, str]]:
-    """The same query limited to some Kerberos names, and its bind variables: the names are only
-    ever values (``:name0``...), never SQL. Named binds run on Oracle and on SQLite alike."""
+def read_sql_for_names(rules: Rules, name: str, names: list[str]) -> tuple[str, dict[str, str]]:
+    """The same query limited to some people (by the institution's person key), and its bind
+    variables: the names are only ever values (``:name0``...), never SQL. Named binds run on Oracle
+    and on SQLite alike."""
     binds = {f"name{number}": value for number, value in enumerate(names)}
     placeholders = ", ".join(f":{bind}" for bind in binds)
-    where = f"WHERE UPPER(TRIM(KRB_NAME_UPPERCASE)) IN ({placeholders})"
-    query = f"SELECT * FROM (\n{read_sql(name)}\n) named {where}"
+    where = f"WHERE UPPER(TRIM({rules.person_key})) IN ({placeholders})"
+    query = f"SELECT * FROM (\n{rules.query(name)}\n) named {where}"
     return query, binds
 
 
@@ -63,23 +56,27 @@ class Warehouse(dg.ConfigurableResource):
         "window) is retried (WAREHOUSE_RETRY_MINUTES).",
     )
 
-    def extract(self, name: str, log, names: list[str] | None = None) -> tuple[pd.DataFrame, Counter]:
-        """The query ``sql/{name}.sql`` read whole, and its repairs. A transient failure (a connection
-        lost mid-fetch, the warehouse down) is retried for ``retry_minutes``, each try from the start:
-        the rows a failed try fetched are thrown away, never mixed with the next try's. A permanent
-        one (a wrong password, a missing view) fails at once, naming the views the query reads. With
-        ``names``, only those Kerberos names' rows (:func:`read_sql_for_names`)."""
-        sql, binds = (read_sql(name), None) if names is None else read_sql_for_names(name, names)
+    def extract(
+        self, rules: Rules, name: str, log, names: list[str] | None = None
+    ) -> tuple[pd.DataFrame, Counter]:
+        """The institution's query ``sql/<institution>/{name}.sql`` read whole, and its repairs. A
+        transient failure (a connection lost mid-fetch, the warehouse down) is retried for
+        ``retry_minutes``, each try from the start: the rows a failed try fetched are thrown away,
+        never mixed with the next try's. A permanent one (a wrong password, a missing view) fails at
+        once, naming the views the query reads. With ``names``, only those people's rows
+        (:func:`read_sql_for_names`)."""
+        query = rules.query(name)
+        sql, binds = (query, None) if names is None else read_sql_for_names(rules, name, names)
 
         def attempt() -> tuple[pd.DataFrame, Counter]:
             repairs: Counter = Counter()
             return self.read_frame(sql, repairs, binds), repairs
 
-        views = ", ".join(sorted(set(re.findall(r"\b(?:FROM|JOIN)\s+([\w.$#]+)", read_sql(name), re.I))))
+        views = ", ".join(sorted(set(re.findall(r"\b(?:FROM|JOIN)\s+([\w.$#]+)", query, re.I))))
         return faults.retry(
             attempt,
             f"the warehouse ({self.describe()})",
-            f"reading {views} (sql/{name}.sql)",
+            f"reading {views} (sql/{rules.name}/{name}.sql)",
             self.retry_minutes * 60,
             log,
         )
@@ -217,6 +214,7 @@ class SqliteWarehouse(Warehouse):
     """The embedded warehouse: a SQLite file, created with synthetic patrons when missing."""
 
     path: str
+    institution: str = Field(default=institutions.DEFAULT, description="Whose synthetic views it holds.")
     synthetic_staff: int = 2_000
     synthetic_students: int = 3_000
 
@@ -224,7 +222,8 @@ class SqliteWarehouse(Warehouse):
     def cursor(self) -> Iterator:
         path = Path(self.path)
         if not path.exists():
-            create_warehouse(path, self.synthetic_staff, self.synthetic_students)
+            create = institutions.load(self.institution).create_warehouse
+            create(path, self.synthetic_staff, self.synthetic_students)
         # Read-only: a missing or broken file is an error, never a new empty warehouse.
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -478,8 +477,10 @@ class S3Bucket(Bucket):
 
 
 class InstitutionData(dg.ConfigurableResource):
-    """The institution's templates and department tables, and how files are cut for Alma."""
+    """The institution (INSTITUTION: its rules, templates and department tables, any table
+    replaced where a path is given), and how files are cut for Alma."""
 
+    name: str = Field(default=institutions.DEFAULT, description="The institution whose rules apply.")
     staff_departments_path: str | None = None
     student_departments_path: str | None = None
     template_dir: str | None = None
@@ -489,7 +490,12 @@ class InstitutionData(dg.ConfigurableResource):
     )
 
     def load(self) -> Institution:
-        return Institution.load(self.staff_departments_path, self.student_departments_path, self.template_dir)
+        return Institution.load(
+            self.rules(), self.staff_departments_path, self.student_departments_path, self.template_dir
+        )
+
+    def rules(self) -> Rules:
+        return institutions.load(self.name)
 
     def limits(self) -> AlmaLimits:
         return AlmaLimits(users_per_file=self.users_per_file)

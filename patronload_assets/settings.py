@@ -13,8 +13,10 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from . import institutions
 from .alma.api import AlmaJobs, AlmaUsers
 from .configuration import ConfigurationError, number_setting
+from .domain.packaging import object_key
 from .resources import (
     Bucket,
     InstitutionData,
@@ -33,9 +35,9 @@ from .state import REPORT_RETENTION_DAYS, BucketState, FrameIOManager, InstanceS
 # never beside the installed package.
 LOCAL_DIR = Path(".local")
 LOCAL_DEFAULTS = {
-    "LOCAL_WAREHOUSE_PATH": LOCAL_DIR / "warehouse.sqlite3",
-    "LOCAL_BUCKET_DIR": LOCAL_DIR / "bucket",
-    "LOCAL_OUTBOX_DIR": LOCAL_DIR / "outbox",
+    "LOCAL_WAREHOUSE_PATH": "warehouse.sqlite3",
+    "LOCAL_BUCKET_DIR": "bucket",
+    "LOCAL_OUTBOX_DIR": "outbox",
 }
 PRODUCTION_WORKSPACES = ("stage", "prod")
 WAREHOUSE_SETTINGS = (
@@ -60,8 +62,19 @@ def _env(environ: Mapping[str, str], name: str):
 
 
 def local_setting(environ: Mapping[str, str], name: str):
-    """A ``LOCAL_*`` location: the variable when set, else in the working folder's ``.local``."""
-    return dg.EnvVar(name) if _present(environ, name) else str(Path.cwd() / LOCAL_DEFAULTS[name])
+    """A ``LOCAL_*`` location: the variable when set, else in the working folder's ``.local``
+    (``.local/<institution>`` for an institution other than the default: switching INSTITUTION
+    never mixes two institutions' warehouses, buckets or outboxes)."""
+    if _present(environ, name):
+        return dg.EnvVar(name)
+    return str(Path.cwd() / LOCAL_DIR / own_folder(environ) / LOCAL_DEFAULTS[name])
+
+
+def own_folder(environ: Mapping[str, str]) -> str:
+    """Where an institution keeps what is its own beside another's: nothing for the default
+    institution (its paths and keys as they always were), its name for any other."""
+    name = institution_name(environ)
+    return "" if name == institutions.DEFAULT else name
 
 
 def workspace(environ: Mapping[str, str]) -> str:
@@ -107,7 +120,9 @@ def warehouse_resource(environ: Mapping[str, str]) -> Warehouse:
             lib_dir=_env(environ, "ORACLE_LIB_DIR"),
             **retrying,
         )
-    return SqliteWarehouse(path=local_setting(environ, "LOCAL_WAREHOUSE_PATH"), **retrying)
+    return SqliteWarehouse(
+        path=local_setting(environ, "LOCAL_WAREHOUSE_PATH"), institution=institution_name(environ), **retrying
+    )
 
 
 def _s3(environ: Mapping[str, str]) -> S3Resource:
@@ -140,17 +155,24 @@ def state_resource(environ: Mapping[str, str]) -> StateStore:
     if _present(environ, "STATE_BUCKET_NAME"):
         bucket = S3Bucket(
             bucket=dg.EnvVar("STATE_BUCKET_NAME"),
-            prefix=_env(environ, "STATE_PREFIX") or STATE_PREFIX,
+            prefix=_env(environ, "STATE_PREFIX") or object_key(STATE_PREFIX, own_folder(environ)),
             kms_key_id=_env(environ, "S3_KMS_KEY_ID"),
             s3=_s3(environ),
             retry_minutes=number_setting(environ, "S3_RETRY_MINUTES", 5, float),
         )
         return BucketState(bucket=bucket, report_retention_days=retention)
-    return InstanceState(report_retention_days=retention)
+    return InstanceState(report_retention_days=retention, folder=own_folder(environ))
+
+
+def institution_name(environ: Mapping[str, str]) -> str:
+    """``INSTITUTION`` (default ``mit``), checked now: an unknown one fails the code location's
+    load, naming the institutions there are. A name, never a secret: the UI may show it."""
+    return institutions.load(environ.get("INSTITUTION", "")).name
 
 
 def institution_resource(environ: Mapping[str, str]) -> InstitutionData:
     return InstitutionData(
+        name=institution_name(environ),
         staff_departments_path=_env(environ, "STAFF_DEPARTMENTS_PATH"),
         student_departments_path=_env(environ, "STUDENT_DEPARTMENTS_PATH"),
         template_dir=_env(environ, "INSTITUTION_TEMPLATE_DIR"),
@@ -228,7 +250,7 @@ def resources(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "warehouse": warehouse_resource(environ),
         "bucket": bucket_resource(environ),
         "state": state,
-        "io_manager": FrameIOManager(state=state),
+        "io_manager": FrameIOManager(state=state, institution=institution_name(environ)),
         "institution": institution_resource(environ),
         "mailer": mailer_resource(environ),
         **({"alma": alma} if alma is not None else {}),

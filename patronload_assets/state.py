@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow.feather as feather
 from pydantic import Field, PrivateAttr
 
+from . import institutions
 from .domain import changes
 from .resources import Bucket, LocalBucket, S3Bucket, object_key
 from .scratch import owner_only_folder
@@ -145,15 +146,16 @@ class InstanceState(StateStore):
     processes sharing a disk."""
 
     base_dir: str | None = Field(default=None, description="Instead of the instance's storage folder.")
+    folder: str = Field(default="", description="A subfolder: an institution's own beside another's.")
     _bucket: LocalBucket | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if self.base_dir is None and context.instance is not None:
             self._bucket = self._folder(context.instance.storage_directory())
 
-    @staticmethod
-    def _folder(storage: str) -> LocalBucket:
-        return LocalBucket(directory=str(owner_only_folder(Path(storage), INSTANCE_FOLDER)))
+    def _folder(self, storage: str) -> LocalBucket:
+        directory = owner_only_folder(Path(storage), INSTANCE_FOLDER)
+        return LocalBucket(directory=str(directory), prefix=self.folder)
 
     def objects(self) -> Bucket:
         if self._bucket is None:
@@ -172,11 +174,15 @@ class BucketState(StateStore):
         return self.bucket
 
 
+IDENTIFYING = "identifying"  # an input's columns: the institution's person key and identifier columns
+
+
 class FrameIOManager(dg.ConfigurableIOManager):
     """Frames between assets as zstd Arrow files in the state store; an input whose metadata names
-    ``columns`` reads only those."""
+    ``columns`` reads only those (:data:`IDENTIFYING`: the institution's that say who a row is)."""
 
     state: StateStore
+    institution: str = institutions.DEFAULT
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         size = self.state.write_frame(_name(context.asset_key), obj)
@@ -184,6 +190,9 @@ class FrameIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         columns = (context.definition_metadata or {}).get("columns")
+        if columns == IDENTIFYING:
+            rules = institutions.load(self.institution)
+            columns = list(dict.fromkeys([rules.person_key, *rules.identifier_columns]))
         return self.state.read_frame(_name(context.asset_key), columns)
 
 

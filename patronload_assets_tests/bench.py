@@ -24,7 +24,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
+from patronload_assets.domain.load import Institution, build_zips
+from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import synthetic
 from patronload_assets_tests.environment import MATERIALIZE_ALL, embedded_environment
 
@@ -32,12 +33,12 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def domain_rate(patrons: int, repeats: int = 3) -> None:
-    institution = Institution.load()
+    institution = Institution.load(MIT)
     moment = dt.datetime.now(dt.UTC)
-    for patron_type in (STAFF, STUDENT):
+    for patron_type in (MIT.staff, MIT.student):
         generated = (
             synthetic.staff_rows(patrons)
-            if patron_type is STAFF
+            if patron_type is MIT.staff
             else synthetic.student_rows(patrons, patrons)
         )
         rows = [dict(zip(patron_type.columns, row, strict=True)) for row in generated]

@@ -132,14 +132,13 @@ def patron_values(warehouse) -> set[str]:
     a state or a short name matches ordinary words)."""
     import sqlite3
 
-    from patronload_assets.institutions.mit import rules
-    from patronload_assets.resources import read_sql
+    from patronload_assets.institutions.mit import RULES, rules
 
     found = set()
     with sqlite3.connect(warehouse) as connection:
         for view, columns in PERSONAL_COLUMNS.items():
             names = rules.STAFF_COLUMNS if view == "staff" else rules.STUDENT_COLUMNS
-            for row in connection.execute(read_sql(view)):
+            for row in connection.execute(RULES.query(view)):
                 for column in columns:
                     value = (row[names.index(column)] or "").strip()
                     if len(value) >= 5:

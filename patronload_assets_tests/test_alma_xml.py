@@ -10,8 +10,10 @@ import xmltodict
 from lxml import etree
 
 from patronload_assets.domain import alma_xml, checks
+from patronload_assets.domain import institution as engine
 from patronload_assets.domain.alma_xml import TemplateError, UserTemplate
-from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT, Institution, build_zips
+from patronload_assets.domain.load import Institution, build_zips
+from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import rules, synthetic
 
 from .conftest import assert_valid_users, staff_row, student_row
@@ -21,8 +23,10 @@ MOMENT = dt.datetime(2026, 11, 28, 10, 30, 5, tzinfo=dt.UTC)
 
 def build(tmp_path, patron_type, rows):
     """Rows of one type through the domain, as the assets call it; returns (result, zip bytes)."""
-    institution = Institution.load()
-    selection = rules.select_patrons([row["KRB_NAME_UPPERCASE"] for row in rows], duplicate_reason="dup")
+    institution = Institution.load(MIT)
+    selection = engine.select_patrons(
+        [row["KRB_NAME_UPPERCASE"] for row in rows], MIT, duplicate_reason="dup"
+    )
     kept = [rows[position] for position in selection.kept]
     return build_zips(kept, len(kept), patron_type, institution, MOMENT, tmp_path)
 
@@ -34,11 +38,13 @@ def read_zip(path) -> dict[str, bytes]:
 
 def synthetic_rows(patron_type, count):
     columns = patron_type.columns
-    generate = synthetic.staff_rows(count) if patron_type is STAFF else synthetic.student_rows(count, 2000)
+    generate = (
+        synthetic.staff_rows(count) if patron_type is MIT.staff else synthetic.student_rows(count, 2000)
+    )
     return [dict(zip(columns, row, strict=True)) for row in generate]
 
 
-@pytest.mark.parametrize("patron_type", [STAFF, STUDENT], ids=["staff", "student"])
+@pytest.mark.parametrize("patron_type", [MIT.staff, MIT.student], ids=["staff", "student"])
 def test_every_synthetic_user_is_valid_against_almas_schema(tmp_path, users_schema, patron_type):
     result = build(tmp_path, patron_type, synthetic_rows(patron_type, 3000))
     [packaged] = result.zips
@@ -57,8 +63,8 @@ def test_every_synthetic_user_is_valid_against_almas_schema(tmp_path, users_sche
 
 
 def render(template_name, fields_of, row, repairs=None):
-    template = UserTemplate.from_file(INSTITUTION_DIR / template_name)
-    run = rules.RunContext(dt.date(2026, 11, 28), {"10000948": "NK"}, {"6": "UH"})
+    template = UserTemplate.from_file(MIT.folder / template_name)
+    run = engine.RunContext(dt.date(2026, 11, 28), {"10000948": "NK"}, {"6": "UH"})
     xml = template.render(fields_of(row, run), repairs if repairs is not None else Counter())
     return xmltodict.parse(xml)["user"]
 
@@ -170,8 +176,8 @@ def test_student_without_a_user_group_has_no_user_group_element():
 def test_values_are_escaped_and_cut_to_the_schema_length(users_schema):
     repairs = Counter()
     name = 'Ann & <Bo> "C"' + "x" * 300
-    template = UserTemplate.from_file(INSTITUTION_DIR / "staff_template.xml")
-    run = rules.RunContext(dt.date(2026, 11, 28), {}, {})
+    template = UserTemplate.from_file(MIT.folder / "staff_template.xml")
+    run = engine.RunContext(dt.date(2026, 11, 28), {}, {})
     fields = rules.staff_fields(
         staff_row(LEGAL_FIRST_NAME=name, LIBRARY_PERSON_TYPE="A & B", LIBRARY_PERSON_TYPE_CODE="01"), run
     )
@@ -184,8 +190,8 @@ def test_values_are_escaped_and_cut_to_the_schema_length(users_schema):
 
 def test_primary_id_suffix_counts_against_the_limit():
     repairs = Counter()
-    template = UserTemplate.from_file(INSTITUTION_DIR / "staff_template.xml")
-    run = rules.RunContext(dt.date(2026, 11, 28), {}, {})
+    template = UserTemplate.from_file(MIT.folder / "staff_template.xml")
+    run = engine.RunContext(dt.date(2026, 11, 28), {}, {})
     xml = template.render(rules.staff_fields(staff_row(KRB_NAME_UPPERCASE="K" * 300), run), repairs)
     primary_id = etree.fromstring(xml).findtext("primary_id")
     assert len(primary_id) == 255 and primary_id.endswith("@MIT.EDU")
@@ -248,7 +254,7 @@ def test_writer_knows_the_schema_it_relies_on():
     assert date_or_boolean <= alma_xml.OMIT_WHEN_EMPTY
     for code in alma_xml.PROTECTED_CODES:
         assert min_length(element_types[code]) == 1, code  # never sent empty
-    templates = [(INSTITUTION_DIR / f"{name}_template.xml").read_text() for name in ("staff", "student")]
+    templates = [(MIT.folder / f"{name}_template.xml").read_text() for name in ("staff", "student")]
     leaves = {name for text in templates for name in re.findall(r"<(\w+)(?: [^>]*)?>\{", text)}
     assert {"first_name", "line1", "value", "statistic_category"} <= leaves
     for leaf in leaves - date_or_boolean:

@@ -20,8 +20,10 @@ from lxml import etree
 
 from patronload_assets import assets, reports, scratch, sensors
 from patronload_assets.domain import checks
-from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT, Institution, build_zips
-from patronload_assets.institutions.mit import rules, synthetic
+from patronload_assets.domain import institution as engine
+from patronload_assets.domain.load import Institution, build_zips
+from patronload_assets.institutions.mit import RULES as MIT
+from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
 
 from .conftest import assert_valid_users, instance_state, load, state_resources
@@ -34,8 +36,8 @@ def template_with_a_trap(tmp_path):
     one is invalid. (A template edit gone wrong, as an institution could make.)"""
     templates = tmp_path / "templates"
     templates.mkdir()
-    shutil.copy(INSTITUTION_DIR / "student_template.xml", templates)
-    text = (INSTITUTION_DIR / "staff_template.xml").read_text()
+    shutil.copy(MIT.folder / "student_template.xml", templates)
+    text = (MIT.folder / "staff_template.xml").read_text()
     (templates / "staff_template.xml").write_text(
         text.replace("<status_date/>", "<status_date>{pref_middle_name}</status_date>")
     )
@@ -164,8 +166,8 @@ def test_a_hostile_warehouse_loads_with_no_control_or_invisible_character_in_any
     hostile = FORBIDDEN[-5:] + INVISIBLE  # DEL, C1 ... bidi, zero-width space, word joiner, soft hyphen
     with sqlite3.connect(warehouse) as connection:
         for view, columns in (
-            (synthetic.STAFF_VIEW, STAFF.columns),
-            (synthetic.STUDENT_VIEW, STUDENT.columns),
+            (synthetic.STAFF_VIEW, MIT.staff.columns),
+            (synthetic.STUDENT_VIEW, MIT.student.columns),
         ):
             for number, column in enumerate(columns):
                 before, inside = hostile[number % len(hostile)], hostile[(number + 7) % len(hostile)]
@@ -217,18 +219,20 @@ any_value = st.one_of(
 )  # fmt: skip
 
 
-@pytest.mark.parametrize("patron_type", [STAFF, STUDENT], ids=["staff", "student"])
+@pytest.mark.parametrize("patron_type", [MIT.staff, MIT.student], ids=["staff", "student"])
 def test_any_unicode_row_becomes_a_valid_user_and_the_check_agrees_with_an_independent_parse(
     tmp_path_factory, patron_type, users_schema
 ):
-    institution = Institution.load()
+    institution = Institution.load(MIT)
     moment = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(rows=st.lists(st.fixed_dictionaries({c: any_value for c in patron_type.columns}), max_size=6))
     def check(rows):
         folder = tmp_path_factory.mktemp("zips")
-        selection = rules.select_patrons([row["KRB_NAME_UPPERCASE"] for row in rows], duplicate_reason="d")
+        selection = engine.select_patrons(
+            [row["KRB_NAME_UPPERCASE"] for row in rows], MIT, duplicate_reason="d"
+        )
         assert len(selection.kept) + sum(selection.left_out.values()) == len(rows)
         kept = [rows[position] for position in selection.kept]
         result = build_zips(kept, len(kept), patron_type, institution, moment, folder)

@@ -15,10 +15,11 @@ from lxml import etree
 
 from patronload_assets import jobs, reports, sensors
 from patronload_assets.domain import changes
-from patronload_assets.domain.load import STAFF, STUDENT, Institution, build_zips
+from patronload_assets.domain.load import Institution, build_zips
 from patronload_assets.domain.packaging import rewrite_without
+from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse, read_sql
+from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
 
 from .conftest import instance_state, load, state_resources
 
@@ -28,7 +29,7 @@ ZIP_ASSETS = ("staff_zip", "student_zip")
 def _rows(warehouse, view: str) -> list[dict]:
     with sqlite3.connect(warehouse) as connection:
         connection.row_factory = sqlite3.Row
-        return [dict(row) for row in connection.execute(read_sql(view))]
+        return [dict(row) for row in connection.execute(MIT.query(view))]
 
 
 def _metadata(result, asset: str) -> dict:
@@ -124,9 +125,9 @@ def new_staff_and_moved_students(warehouse, loaded_students) -> list[str]:
 def test_the_writers_digests_are_those_read_back_from_the_files(tmp_path):
     """The baseline a new instance reads from the bucket equals the one the writer kept."""
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 1500, 1500)
-    institution = Institution.load()
+    institution = Institution.load(MIT)
     moment = dt.datetime(2026, 11, 30, 6, tzinfo=dt.UTC)
-    for patron_type in (STAFF, STUDENT):
+    for patron_type in (MIT.staff, MIT.student):
         rows = _rows(warehouse, patron_type.name)
         result = build_zips(rows, len(rows), patron_type, institution, moment, tmp_path)
         read_back = changes.Fingerprints()
@@ -196,7 +197,7 @@ def test_a_baseline_is_owner_only_and_holds_no_personal_data(tmp_path):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 300, 10)
     rows = _rows(warehouse, "staff")
     moment = dt.datetime(2026, 11, 30, 6, tzinfo=dt.UTC)
-    result = build_zips(rows, len(rows), STAFF, Institution.load(), moment, tmp_path)
+    result = build_zips(rows, len(rows), MIT.staff, Institution.load(MIT), moment, tmp_path)
     path = tmp_path / "staff.arrow"
     changes.write_baseline(path, changes.Baseline(result.fingerprints, moment, ["alma/staff_x.zip"]))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -227,7 +228,7 @@ def test_leaving_a_user_out_keeps_the_others_bytes(tmp_path):
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 50, 10)
     rows = _rows(warehouse, "staff")
     moment = dt.datetime(2026, 11, 30, 6, tzinfo=dt.UTC)
-    [packaged] = build_zips(rows, len(rows), STAFF, Institution.load(), moment, tmp_path).zips
+    [packaged] = build_zips(rows, len(rows), MIT.staff, Institution.load(MIT), moment, tmp_path).zips
     [name] = packaged.xml_files
     with zipfile.ZipFile(packaged.path) as archive:
         before = archive.read(name).split(b"\n")

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from patronload_assets.domain.departments import DepartmentTableError, load_department_table
-from patronload_assets.domain.load import INSTITUTION_DIR
+from patronload_assets.institutions.mit import RULES as MIT
 
 from .conftest import FIXTURES
 
@@ -39,7 +39,7 @@ def test_none_is_a_real_code_in_a_student_table():
 
 @pytest.mark.parametrize("name", ["staff_departments.json", "student_departments.json"])
 def test_shipped_tables_load(name):
-    assert load_department_table(INSTITUTION_DIR / name)
+    assert load_department_table(MIT.folder / name)
 
 
 def test_same_code_same_category_twice_is_not_a_conflict(tmp_path):

@@ -402,7 +402,7 @@ def test_the_read_only_webserver_refuses_a_launch_of_patronload_now(tmp_path):
         "job_name": "patronload_now",
         "repository_location_name": "patronload_assets",
         "repository_name": "__repository__",
-        "run_config": {"ops": {"patronload_now": {"config": {"kerberos_names": ["SOMEONE"], "send": True}}}},
+        "run_config": {"ops": {"patronload_now": {"config": {"people": ["SOMEONE"], "send": True}}}},
     }
     with (
         running_webserver(tmp_path, environment, *flags) as read_only,

@@ -8,14 +8,24 @@ import pytest
 
 from patronload_assets import reports, retries, timing
 from patronload_assets.alma import api, now, verdict
-from patronload_assets.domain import alma_jobs, alma_xml, changes, checks, named, packaging, values
+from patronload_assets.domain import (
+    alma_jobs,
+    alma_xml,
+    changes,
+    checks,
+    institution,
+    named,
+    packaging,
+    values,
+)
 from patronload_assets.institutions.mit import rules
 
 from .conftest import PROJECT_DIR
 
 RULES_DOCUMENT = PROJECT_DIR / "docs" / "patron-rules.md"
 MODULES = {
-    "rules": rules, "values": values, "packaging": packaging, "alma_xml": alma_xml, "checks": checks,
+    "rules": rules, "institution": institution, "values": values, "packaging": packaging,
+    "alma_xml": alma_xml, "checks": checks,
     "timing": timing, "changes": changes, "reports": reports, "alma_jobs": alma_jobs, "api": api,
     "verdict": verdict, "now": now, "named": named, "retries": retries,
 }  # fmt: skip

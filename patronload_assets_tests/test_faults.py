@@ -262,7 +262,7 @@ def test_a_missing_view_fails_at_once_naming_it(tmp_path):
     [failure] = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
     assert failure.step_key == "student_rows"
     message = " ".join(reports.error_lines(failure.event_specific_data.error))
-    assert "reading LIBRARY_STUDENT (sql/student.sql) failed (permanent)" in message
+    assert "reading LIBRARY_STUDENT (sql/mit/student.sql) failed (permanent)" in message
     assert "no such table: LIBRARY_STUDENT" in message
     assert lines and not any("retrying in" in line for line in lines)
 

@@ -12,15 +12,16 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from patronload_assets.domain import checks
+from patronload_assets.domain import institution as engine
 from patronload_assets.domain.alma_xml import UserTemplate
-from patronload_assets.domain.load import INSTITUTION_DIR, STAFF, STUDENT
-from patronload_assets.domain.values import clean_row, kerberos_key
+from patronload_assets.domain.values import clean_row, person_key
+from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import rules, synthetic
 
 from .conftest import FIXTURES, assert_valid_users, load
 
 TEMPLATES = {
-    name: UserTemplate.from_file(INSTITUTION_DIR / f"{name}_template.xml") for name in ("staff", "student")
+    name: UserTemplate.from_file(MIT.folder / f"{name}_template.xml") for name in ("staff", "student")
 }
 
 # -- property: any row becomes a valid user or a named rejection ----------------------------------
@@ -42,23 +43,23 @@ def row_strategy(columns):
     return st.fixed_dictionaries({column: hostile_values for column in columns})
 
 
-@pytest.mark.parametrize("patron_type", [STAFF, STUDENT], ids=["staff", "student"])
+@pytest.mark.parametrize("patron_type", [MIT.staff, MIT.student], ids=["staff", "student"])
 def test_any_row_is_a_valid_user_or_a_named_rejection(patron_type, users_schema):
     template = TEMPLATES[patron_type.name]
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(rows=st.lists(row_strategy(patron_type.columns), min_size=1, max_size=5))
     def check(rows):
-        selection = rules.select_patrons(
-            [row["KRB_NAME_UPPERCASE"] for row in rows], duplicate_reason="duplicate"
+        selection = engine.select_patrons(
+            [row["KRB_NAME_UPPERCASE"] for row in rows], MIT, duplicate_reason="duplicate"
         )
         assert len(selection.kept) + sum(selection.left_out.values()) == len(rows)
         assert set(selection.left_out) <= {rules.REJECTED_NO_KERBEROS_NAME, "duplicate"}
-        run = rules.RunContext(dt.date(2026, 11, 28), {"10000948": "NK"}, {"6": "UH"})
+        run = engine.RunContext(dt.date(2026, 11, 28), {"10000948": "NK"}, {"6": "UH"})
         kept = [rows[position] for position in selection.kept]
         users = [
             template.render(fields, run.counts)
-            for fields in rules.patron_fields(kept, patron_type.fields_of, run)
+            for fields in engine.patron_fields(kept, patron_type, MIT, run)
         ]
         document = assert_valid_users(users_schema, b"<users>" + b"".join(users) + b"</users>")
         values = [value.text for value in document.iterfind("user/user_identifiers/user_identifier/value")]
@@ -68,7 +69,7 @@ def test_any_row_is_a_valid_user_or_a_named_rejection(patron_type, users_schema)
 
 
 def test_numbers_and_padding_map_through_the_department_table():
-    run = rules.RunContext(dt.date(2026, 11, 28), {"10000948": "NK"}, {})
+    run = engine.RunContext(dt.date(2026, 11, 28), {"10000948": "NK"}, {})
     for raw in (10000948, 10000948.0, Decimal("10000948"), " 10000948 ", "10000948.0"):
         row = dict.fromkeys(rules.STAFF_COLUMNS)
         row.update(KRB_NAME_UPPERCASE="A", ORG_UNIT_ID=raw)
@@ -77,7 +78,7 @@ def test_numbers_and_padding_map_through_the_department_table():
 
 
 def test_identifier_repeating_one_of_the_same_or_an_earlier_user_is_left_out():
-    run = rules.RunContext(dt.date(2026, 11, 28), {}, {})
+    run = engine.RunContext(dt.date(2026, 11, 28), {}, {})
     rows = []
     for krb, mit_id, barcode in [
         ("A", "111", "111"),
@@ -88,14 +89,14 @@ def test_identifier_repeating_one_of_the_same_or_an_earlier_user_is_left_out():
         row = dict.fromkeys(rules.STAFF_COLUMNS)
         row.update(KRB_NAME_UPPERCASE=krb, MIT_ID=mit_id, LIBRARY_ID=barcode)
         rows.append(row)
-    fields = list(rules.patron_fields(rows, rules.staff_fields, run))
+    fields = list(engine.patron_fields(rows, MIT.staff, MIT, run))
     assert [(f["mit_id"], f["barcode"]) for f in fields] == [
         ("111", None),
         ("222", "333"),
         (None, "444"),
         ("x1", None),
     ]
-    assert run.counts[rules.IDENTIFIER_REPEATED] == 3
+    assert run.counts[engine.IDENTIFIER_REPEATED] == 3
 
 
 # -- the lineage on a hostile warehouse -----------------------------------------------------------
@@ -146,7 +147,7 @@ def test_hostile_warehouse_loads_every_person_once_and_valid(tmp_path, users_sch
     ids = []
     for patron_type in ("staff", "student"):
         document = assert_valid_users(users_schema, zip_users(tmp_path / "bucket", patron_type))
-        ids += [kerberos_key(user.findtext("primary_id")) for user in document]
+        ids += [person_key(user.findtext("primary_id")) for user in document]
         for check in result.get_asset_check_evaluations():
             if check.check_name in checks.BLOCKING:
                 assert check.passed, (check.asset_key, check.check_name, check.description)
@@ -208,8 +209,8 @@ def test_a_staff_extract_cut_to_a_tenth_is_held_back(tmp_path):
 def test_a_template_that_breaks_the_schema_uploads_nothing(tmp_path):
     templates = tmp_path / "templates"
     templates.mkdir()
-    shutil.copy(INSTITUTION_DIR / "staff_template.xml", templates)
-    text = (INSTITUTION_DIR / "student_template.xml").read_text()
+    shutil.copy(MIT.folder / "staff_template.xml", templates)
+    text = (MIT.folder / "student_template.xml").read_text()
     # An edit that drops email_types: Alma would refuse every student with an email.
     start, end = text.index("<email_types>"), text.index("</email_types>") + len("</email_types>")
     (templates / "student_template.xml").write_text(text[:start] + text[end:])
@@ -245,8 +246,8 @@ def schema_check(result, asset):
 def test_a_template_element_the_project_schema_does_not_know_uploads_nothing(tmp_path):
     templates = tmp_path / "templates"
     templates.mkdir()
-    shutil.copy(INSTITUTION_DIR / "student_template.xml", templates)
-    text = (INSTITUTION_DIR / "staff_template.xml").read_text()
+    shutil.copy(MIT.folder / "student_template.xml", templates)
+    text = (MIT.folder / "staff_template.xml").read_text()
     (templates / "staff_template.xml").write_text(text.replace("<web_site_url/>", "<web_site/>"))
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 100, 100)
     result = load(warehouse, tmp_path / "bucket", template_dir=str(templates))
@@ -298,13 +299,15 @@ def test_shrink_threshold(patrons, previous, override, passed):
 def build_staff(tmp_path, count):
     from patronload_assets.domain.load import Institution, build_zips
 
-    rows = [dict(zip(STAFF.columns, row, strict=True)) for row in synthetic.staff_rows(count)]
+    rows = [dict(zip(MIT.staff.columns, row, strict=True)) for row in synthetic.staff_rows(count)]
     kept = [
         rows[p]
-        for p in rules.select_patrons([r["KRB_NAME_UPPERCASE"] for r in rows], duplicate_reason="d").kept
+        for p in engine.select_patrons(
+            [r["KRB_NAME_UPPERCASE"] for r in rows], MIT, duplicate_reason="d"
+        ).kept
     ]
     moment = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
-    return build_zips(kept, len(kept), STAFF, Institution.load(), moment, tmp_path)
+    return build_zips(kept, len(kept), MIT.staff, Institution.load(MIT), moment, tmp_path)
 
 
 def rewrite_first_user(packaged, change):

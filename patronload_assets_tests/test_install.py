@@ -41,8 +41,8 @@ def test_the_wheel_carries_the_sql_templates_tables_and_schema_and_loads_outside
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert {
-        "patronload_assets/sql/staff.sql",
-        "patronload_assets/sql/student.sql",
+        "patronload_assets/sql/mit/staff.sql",
+        "patronload_assets/sql/mit/student.sql",
         "patronload_assets/institutions/mit/staff_template.xml",
         "patronload_assets/institutions/mit/student_departments.json",
         "patronload_assets/schema/patronload_users.xsd",

@@ -13,8 +13,9 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from patronload_assets import assets, frames
+from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse, read_sql
+from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse
 from patronload_assets.state import InstanceState
 
 from .conftest import FIXTURES, PROJECT_DIR, assert_valid_users, state_resources
@@ -226,7 +227,7 @@ def test_frames_between_assets_are_arrow_files_readable_by_their_owner_only(ware
         assert oct(path.stat().st_mode & 0o777) == "0o600"
         assert path.read_bytes()[:6] == b"ARROW1"
     with sqlite3.connect(warehouse_path) as connection:
-        expected = [row[0] for row in connection.execute(read_sql("staff"))]
+        expected = [row[0] for row in connection.execute(MIT.query("staff"))]
     assert frames.column(result.output_for_node("staff_rows"), "MIT_ID") == expected
 
 

@@ -13,14 +13,17 @@ from lxml import etree
 
 from patronload_assets.alma.api import AlmaUsers
 from patronload_assets.alma.now import patronload_now_job
-from patronload_assets.domain.named import NOT_IN_WAREHOUSE, asked_names
-from patronload_assets.domain.values import kerberos_key
+from patronload_assets.domain.named import NOT_IN_WAREHOUSE as NOT_IN_WAREHOUSE_OF
+from patronload_assets.domain.named import asked_names
+from patronload_assets.domain.values import person_key
 from patronload_assets.institutions.mit import synthetic
 from patronload_assets.resources import InstitutionData, OutboxMailer, SqliteWarehouse
 
 from .alma_standin import KEY, StandInAlma
 from .conftest import assert_valid_users, load, state_resources
 from .test_changes import _loaded
+
+NOT_IN_WAREHOUSE = NOT_IN_WAREHOUSE_OF.format(person_key="Kerberos name")  # MIT's person key
 
 INJECTION = "X' OR '1'='1"
 
@@ -44,9 +47,9 @@ def people(tmp_path_factory):
             row[0] for row in connection.execute(f"SELECT KRB_NAME_UPPERCASE FROM {synthetic.STUDENT_VIEW}")
         ]
     connection.close()
-    once = Counter(kerberos_key(name) for name in staff + students)
-    staff_keys = {kerberos_key(name) for name in staff}
-    student_keys = {kerberos_key(name) for name in students}
+    once = Counter(person_key(name) for name in staff + students)
+    staff_keys = {person_key(name) for name in staff}
+    student_keys = {person_key(name) for name in students}
     [employee, *_] = sorted(key for key in staff_keys & student_keys if key and once[key] == 2)
     only_staff = sorted(key for key in staff_keys - student_keys if key and once[key] == 1)
     only_students = sorted(key for key in student_keys - staff_keys if key and once[key] == 1)
@@ -64,7 +67,7 @@ def run_now(people, alma, tmp_path, names, send, may_send=True):
     with dg.instance_for_test() as instance:
         result = patronload_now_job.execute_in_process(
             instance=instance,
-            run_config={"ops": {"patronload_now": {"config": {"kerberos_names": names, "send": send}}}},
+            run_config={"ops": {"patronload_now": {"config": {"people": names, "send": send}}}},
             resources={
                 "warehouse": SqliteWarehouse(path=str(people["warehouse"])),
                 "institution": InstitutionData(),
@@ -185,4 +188,4 @@ def test_names_are_trimmed_one_each_and_at_most_a_hundred():
     with pytest.raises(ValueError, match="at most 100"):
         asked_names([f"N{number}" for number in range(101)])
     with pytest.raises(ValueError, match="no Kerberos name"):
-        asked_names(["  "])
+        asked_names(["  "], "Kerberos name")

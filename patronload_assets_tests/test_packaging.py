@@ -137,16 +137,17 @@ def test_records_are_streamed_not_held(tmp_path):
     """40,000 users (about 100 MB of XML) built from a generator stay far below that in memory."""
     import tracemalloc
 
-    from patronload_assets.domain.load import STAFF, Institution, build_zips
+    from patronload_assets.domain.load import Institution, build_zips
+    from patronload_assets.institutions.mit import RULES as MIT
     from patronload_assets.institutions.mit import synthetic
 
     count = 40_000
-    institution = Institution.load()
-    rows = (dict(zip(STAFF.columns, row, strict=True)) for row in synthetic.staff_rows(count))
+    institution = Institution.load(MIT)
+    rows = (dict(zip(MIT.staff.columns, row, strict=True)) for row in synthetic.staff_rows(count))
     tracemalloc.start()
     try:
         result = build_zips(
-            rows, count, STAFF, institution, MOMENT, tmp_path, AlmaLimits(users_per_file=15_000)
+            rows, count, MIT.staff, institution, MOMENT, tmp_path, AlmaLimits(users_per_file=15_000)
         )
         _, peak = tracemalloc.get_traced_memory()
     finally:

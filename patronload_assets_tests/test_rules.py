@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from patronload_assets.domain import institution as engine
 from patronload_assets.domain.values import clean_row
+from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import rules
 
 from .conftest import staff_row, student_row
@@ -18,7 +20,7 @@ STUDENT_DEPARTMENTS = {"6": "UH", "NIU": "TB", "NONE": "VB"}
 
 
 def context(run_date=dt.date(2026, 11, 28)):
-    return rules.RunContext(run_date, STAFF_DEPARTMENTS, STUDENT_DEPARTMENTS)
+    return engine.RunContext(run_date, STAFF_DEPARTMENTS, STUDENT_DEPARTMENTS)
 
 
 # §1 -------------------------------------------------------------------------------------------
@@ -41,26 +43,27 @@ def test_values_are_trimmed():
 
 
 def test_first_staff_row_wins_and_missing_kerberos_names_are_rejected():
-    selection = rules.select_patrons(
-        ["AB", None, "ab", "  ", "CD", "AB"], duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
+    selection = engine.select_patrons(
+        ["AB", None, "ab", "  ", "CD", "AB"], MIT, duplicate_reason=engine.DROPPED_DUPLICATE_STAFF
     )
     assert selection.kept == [0, 4]
     assert selection.left_out == {
         rules.REJECTED_NO_KERBEROS_NAME: 2,
-        rules.DROPPED_DUPLICATE_STAFF: 2,
+        engine.DROPPED_DUPLICATE_STAFF: 2,
     }
 
 
 def test_student_employees_load_once_as_staff():
-    selection = rules.select_patrons(
+    selection = engine.select_patrons(
         ["STAFFER", "staffer", "NEW", "NEW", ""],
+        MIT,
         already_loaded={"STAFFER"},
-        duplicate_reason=rules.DROPPED_DUPLICATE_STUDENT,
+        duplicate_reason=engine.DROPPED_DUPLICATE_STUDENT,
     )
     assert selection.kept == [2]
     assert selection.left_out == {
-        rules.DROPPED_STUDENT_IS_STAFF: 2,
-        rules.DROPPED_DUPLICATE_STUDENT: 1,
+        engine.DROPPED_STUDENT_IS_STAFF: 2,
+        engine.DROPPED_DUPLICATE_STUDENT: 1,
         rules.REJECTED_NO_KERBEROS_NAME: 1,
     }
 
@@ -127,8 +130,10 @@ def test_the_identifiers_staff_hold_are_each_value_cleaned_alone_in_upper_case()
     ]
     claimed_row_by_row: set[str] = set()
     for row in raw:
-        rules.claim_identifiers(rules.identifiers(clean_row(row)), claimed_row_by_row, Counter())
-    assert rules.claimed_identifiers(raw) == claimed_row_by_row == {"912", "12345", "X Y", "ABC"}
+        engine.claim_identifiers(
+            rules.identifiers(clean_row(row)), MIT.identifier_fields, claimed_row_by_row, Counter()
+        )
+    assert engine.claimed_identifiers(raw, MIT) == claimed_row_by_row == {"912", "12345", "X Y", "ABC"}
 
 
 # §4 -------------------------------------------------------------------------------------------
@@ -163,7 +168,7 @@ def test_staff_defaults_when_missing_or_unknown():
     assert (fields["statistic_category"], fields["statistic_category_desc"]) == ("ZQ", "Unknown")
     assert run.unknown_departments == {"99999999": 1}
     rules.staff_fields(staff_row(), run)
-    assert run.counts[rules.DEPARTMENT_MISSING] == 1
+    assert run.counts[engine.DEPARTMENT_MISSING] == 1
 
 
 # §5 -------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from patronload_assets.domain.values import (
     REPAIR_NON_TEXT,
     REPAIR_WHITESPACE,
     clean_row,
-    kerberos_key,
+    person_key,
     to_text,
 )
 
@@ -81,8 +81,8 @@ def test_a_row_with_a_line_break_leaves_the_fast_path_and_is_repaired():
 
 
 def test_kerberos_names_compare_case_insensitively():
-    assert kerberos_key(" jDoe ") == kerberos_key("JDOE") == "JDOE"
-    assert kerberos_key("  ") is None
+    assert person_key(" jDoe ") == person_key("JDOE") == "JDOE"
+    assert person_key("  ") is None
 
 
 def test_a_warehouse_batch_becomes_text_columns_other_kinds_made_text_and_counted():

@@ -15,7 +15,6 @@ from pydantic import Field
 
 from .. import frames, reports, scratch
 from ..domain import checks
-from ..domain.load import STAFF, STUDENT
 from ..domain.named import MOST_NAMES, NamedRecord, asked_names, named_records
 from ..resources import InstitutionData, Mailer, Warehouse
 from ..retries import NEVER_RETRIED
@@ -28,10 +27,12 @@ OUTCOMES = (CREATED, WOULD_CREATE, EXISTS, MISSING, REJECTED, FAILED)  # counted
 
 
 class NowConfig(dg.Config):
-    """``ops: {patronload_now: {config: {kerberos_names: [...], send: false}}}``"""
+    """``ops: {patronload_now: {config: {people: [...], send: false}}}``"""
 
-    kerberos_names: list[str] = Field(
-        min_length=1, max_length=MOST_NAMES, description=f"1 to {MOST_NAMES} Kerberos names"
+    people: list[str] = Field(
+        min_length=1,
+        max_length=MOST_NAMES,
+        description=f"1 to {MOST_NAMES} people, each by the institution's person key (MIT: a Kerberos name)",
     )
     send: bool = Field(
         default=False, description="Create the missing users in Alma. False (the default): only report."
@@ -121,11 +122,12 @@ def _run(context, config: NowConfig, warehouse, institution, alma_users: AlmaUse
         raise dg.Failure(
             "send: true in dev needs ALMA_API_BASE_URL set explicitly (a sandbox's gateway): nothing was sent"
         )
-    names = asked_names(config.kerberos_names)
+    loaded = institution.load()
+    names = asked_names(config.people, loaded.rules.person_key_title)
     repairs: Counter = Counter()
     rows = {}
-    for patron_type in (STAFF, STUDENT):
-        frame, repaired = warehouse.extract(patron_type.name, context.log, names)
+    for patron_type in (loaded.staff, loaded.student):
+        frame, repaired = warehouse.extract(loaded.rules, patron_type.name, context.log, names)
         repairs += repaired
         rows[patron_type.name] = list(frames.records(frame))
     context.log.info(
@@ -133,7 +135,7 @@ def _run(context, config: NowConfig, warehouse, institution, alma_users: AlmaUse
     )
     with scratch.scratch(context.instance, context.run.run_id, "now") as folder:
         records, counts = named_records(
-            names, rows["staff"], rows["student"], institution.load(), moment, folder,
+            names, rows["staff"], rows["student"], loaded, moment, folder,
             checks.user_schemas(institution.alma_user_xsd),
         )  # fmt: skip
     outcomes = [decide(record, alma_users, config.send) for record in records]
@@ -146,7 +148,7 @@ def _run(context, config: NowConfig, warehouse, institution, alma_users: AlmaUse
 @dg.job(
     name="patronload_now",
     tags=NEVER_RETRIED,  # a send creates accounts: never again by itself
-    description="Same day: the named people's Alma accounts now (run config: kerberos_names, send). A dry "
+    description="Same day: the named people's Alma accounts now (run config: people, send). A dry "
     "run unless send: true; never overwrites a user Alma has; writes nothing the daily load reads.",
 )
 def patronload_now_job():

@@ -17,7 +17,7 @@ import dagster as dg
 from .. import reports
 from ..assets import ZIP_ASSETS
 from ..domain import alma_jobs
-from ..domain.load import STAFF, STUDENT
+from ..domain.load import PATRON_TYPES
 from ..resources import Mailer
 from ..sensors import send_or_keep_pending
 from ..state import StateStore
@@ -188,8 +188,8 @@ def _follow(context, alma: AlmaJobs, state: StateStore, followed: dict, since: d
 def sent_primary_ids(state: StateStore) -> dict[str, str]:
     """The primary ids the last load of each type sent (its baseline), by their upper case."""
     sent: dict[str, str] = {}
-    for patron_type in (STAFF, STUDENT):
-        baseline = state.read_baseline(patron_type.name)
+    for patron_type in PATRON_TYPES:
+        baseline = state.read_baseline(patron_type)
         if baseline is not None:
             sent.update((primary_id.upper(), primary_id) for primary_id in baseline.fingerprints.primary_ids)
     return sent

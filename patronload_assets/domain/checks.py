@@ -17,8 +17,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..institutions.mit import rules
 from . import alma_xml, changes, values
+from .institution import IDENTIFIER_REPEATED, STUDENT_WITHOUT_USER_GROUP
 from .packaging import AlmaLimits, PackagedZip, rewrite_without, unusual_markup
 
 SCHEMA, SHRINK, DEPARTURES, LIMITS = "schema", "shrink", "departures", "limits"
@@ -592,7 +592,7 @@ def informational(
         )
     )
     if patron_type == "student":
-        without = counts.get(rules.STUDENT_WITHOUT_USER_GROUP, 0)
+        without = counts.get(STUDENT_WITHOUT_USER_GROUP, 0)
         outcomes.append(
             Outcome(
                 USER_GROUPS,
@@ -611,5 +611,5 @@ REPAIR_KINDS = (
     values.REPAIR_NON_TEXT,
     values.REPAIR_UNDECODABLE_BYTES,
     alma_xml.REPAIR_TRUNCATED,
-    rules.IDENTIFIER_REPEATED,
+    IDENTIFIER_REPEATED,
 )

@@ -4,36 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import institutions
-from ..institutions.mit import rules
 from .alma_xml import UserTemplate
 from .changes import Fingerprints
 from .departments import load_department_table
+from .institution import PatronType, Rules, RunContext, patron_fields
 from .packaging import AlmaLimits, PackagedZip, write_zips
 
-INSTITUTION_DIR = institutions.folder()
-
-
-@dataclass(frozen=True)
-class PatronType:
-    name: str
-    columns: tuple[str, ...]
-    fields_of: Callable[[Mapping[str, str | None], rules.RunContext], dict]
-
-
-STAFF = PatronType("staff", rules.STAFF_COLUMNS, rules.staff_fields)
-STUDENT = PatronType("student", rules.STUDENT_COLUMNS, rules.student_fields)
-PATRON_TYPES = {patron_type.name: patron_type for patron_type in (STAFF, STUDENT)}
+PATRON_TYPES = ("staff", "student")  # the engine's two: each a view, a template and a zip asset
 
 
 @dataclass(frozen=True)
 class Institution:
-    """The institution's data: a template per patron type and the two department tables."""
+    """An institution's rules and data: a template per patron type and the two department tables."""
 
+    rules: Rules
     templates: Mapping[str, UserTemplate]
     staff_departments: Mapping[str, str]
     student_departments: Mapping[str, str]
@@ -41,26 +29,36 @@ class Institution:
     @classmethod
     def load(
         cls,
+        rules: Rules,
         staff_departments_path: str | Path | None = None,
         student_departments_path: str | Path | None = None,
         template_dir: str | Path | None = None,
     ) -> Institution:
-        """The shipped data, with each table replaced where a path is given."""
-        template_dir = Path(template_dir or INSTITUTION_DIR)
+        """The institution's shipped data, with each table replaced where a path is given."""
+        template_dir = Path(template_dir or rules.folder)
         return cls(
+            rules=rules,
             templates={
                 name: UserTemplate.from_file(template_dir / f"{name}_template.xml") for name in PATRON_TYPES
             },
             staff_departments=load_department_table(
-                staff_departments_path or INSTITUTION_DIR / "staff_departments.json"
+                staff_departments_path or rules.folder / "staff_departments.json"
             ),
             student_departments=load_department_table(
-                student_departments_path or INSTITUTION_DIR / "student_departments.json"
+                student_departments_path or rules.folder / "student_departments.json"
             ),
         )
 
-    def run_context(self, run_date: dt.date) -> rules.RunContext:
-        return rules.RunContext(run_date, self.staff_departments, self.student_departments)
+    @property
+    def staff(self) -> PatronType:
+        return self.rules.staff
+
+    @property
+    def student(self) -> PatronType:
+        return self.rules.student
+
+    def run_context(self, run_date: dt.date) -> RunContext:
+        return RunContext(run_date, self.staff_departments, self.student_departments)
 
 
 @dataclass
@@ -91,10 +89,8 @@ def build_zips(
     context = institution.run_context(moment.astimezone(dt.UTC).date())
     template = institution.templates[patron_type.name]
     fingerprints = Fingerprints()
-    users = (
-        template.render(fields, context.counts, fingerprints)
-        for fields in rules.patron_fields(rows, patron_type.fields_of, context, taken_identifiers)
-    )
+    fields = patron_fields(rows, patron_type, institution.rules, context, taken_identifiers)
+    users = (template.render(user_fields, context.counts, fingerprints) for user_fields in fields)
     zips = write_zips(users, patrons, patron_type.name, moment, directory, limits)
     return BuildResult(
         patron_type.name, zips, patrons, context.counts, context.unknown_departments, fingerprints

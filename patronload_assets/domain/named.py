@@ -13,12 +13,18 @@ from pathlib import Path
 
 from lxml import etree
 
-from ..institutions.mit import rules
 from . import checks
-from .load import STAFF, STUDENT, Institution, PatronType, build_zips
-from .values import kerberos_key, kerberos_keys
+from .institution import (
+    DROPPED_DUPLICATE_STAFF,
+    DROPPED_DUPLICATE_STUDENT,
+    PatronType,
+    claimed_identifiers,
+    select_patrons,
+)
+from .load import Institution, build_zips
+from .values import person_key, person_keys
 
-NOT_IN_WAREHOUSE = "not in the warehouse (neither view has this Kerberos name)"
+NOT_IN_WAREHOUSE = "not in the warehouse (neither view has this {person_key})"
 MOST_NAMES = 100
 
 
@@ -33,15 +39,16 @@ class NamedRecord:
     problem: str | None = None  # why there is no record to send
 
 
-def asked_names(names: Iterable[str]) -> list[str]:
-    """The names asked for, trimmed and in upper case (a Kerberos name ignores case), each once."""
+def asked_names(names: Iterable[str], title: str = "name") -> list[str]:
+    """The names asked for (person keys: MIT's Kerberos names), trimmed and in upper case (a key
+    ignores case), each once; ``title`` is what the institution calls them."""
     found: list[str] = []
     for name in names:
-        key = kerberos_key(name)
+        key = person_key(name)
         if key is not None and key not in found:
             found.append(key)
     if not found:
-        raise ValueError("no Kerberos name given")
+        raise ValueError(f"no {title} given")
     if len(found) > MOST_NAMES:
         raise ValueError(f"{len(found)} names: at most {MOST_NAMES} at once (the daily load takes the rest)")
     return found
@@ -59,32 +66,36 @@ def named_records(
     """One :class:`NamedRecord` per name, in the order asked, and the repairs made on the way.
     ``staff_rows`` and ``student_rows`` are the two views' rows of these names (any others are
     ignored); ``schemas`` check each record as the daily load's schema check does."""
-    names = asked_names(names)
+    rules = institution.rules
+    key = rules.person_key
+    names = asked_names(names, rules.person_key_title)
     wanted = set(names)
-    staff = [row for row in staff_rows if kerberos_key(row.get("KRB_NAME_UPPERCASE")) in wanted]
-    students = [row for row in student_rows if kerberos_key(row.get("KRB_NAME_UPPERCASE")) in wanted]
-    staff_selection = rules.select_patrons(
-        [row["KRB_NAME_UPPERCASE"] for row in staff], duplicate_reason=rules.DROPPED_DUPLICATE_STAFF
+    staff = [row for row in staff_rows if person_key(row.get(key)) in wanted]
+    students = [row for row in student_rows if person_key(row.get(key)) in wanted]
+    staff_selection = select_patrons(
+        [row[key] for row in staff], rules, duplicate_reason=DROPPED_DUPLICATE_STAFF
     )
     kept_staff = [staff[position] for position in staff_selection.kept]
-    student_selection = rules.select_patrons(
-        [row["KRB_NAME_UPPERCASE"] for row in students],
-        already_loaded=kerberos_keys(row["KRB_NAME_UPPERCASE"] for row in kept_staff),
-        duplicate_reason=rules.DROPPED_DUPLICATE_STUDENT,
+    student_selection = select_patrons(
+        [row[key] for row in students],
+        rules,
+        already_loaded=person_keys(row[key] for row in kept_staff),
+        duplicate_reason=DROPPED_DUPLICATE_STUDENT,
     )
     kept_students = [students[position] for position in student_selection.kept]
-    taken = rules.claimed_identifiers(kept_staff)  # the staff records' identifiers are not students' to take
+    taken = claimed_identifiers(kept_staff, rules)  # the staff records' identifiers are not students' to take
 
     found: dict[str, NamedRecord] = {}
     repairs: Counter = Counter()
     for patron_type, rows, taken_identifiers in (
-        (STAFF, kept_staff, frozenset()),
-        (STUDENT, kept_students, taken),
+        (institution.staff, kept_staff, frozenset()),
+        (institution.student, kept_students, taken),
     ):
         found.update(
             _records(patron_type, rows, institution, moment, folder, schemas, taken_identifiers, repairs)
         )
-    return [found.get(name) or NamedRecord(name, problem=NOT_IN_WAREHOUSE) for name in names], repairs
+    missing = NOT_IN_WAREHOUSE.format(person_key=rules.person_key_title)
+    return [found.get(name) or NamedRecord(name, problem=missing) for name in names], repairs
 
 
 def _records(
@@ -116,7 +127,7 @@ def _records(
                 users += [(xml_file, position, user) for position, user in enumerate(document, start=1)]
     records = {}
     for row, (xml_file, position, user) in zip(rows, users, strict=True):
-        name = kerberos_key(row["KRB_NAME_UPPERCASE"])
+        name = person_key(row[institution.rules.person_key])
         primary_id = (user.findtext("primary_id") or "").strip()
         problem = invalid.get((xml_file, position))
         if problem is not None:

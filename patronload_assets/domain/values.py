@@ -137,12 +137,12 @@ def clean_row(row: Mapping[str, object], repairs: Counter | None = None) -> dict
     return cleaned
 
 
-def kerberos_key(value: object) -> str | None:
-    """The patron's identity: the Kerberos name compared case-insensitively (§2)."""
+def person_key(value: object) -> str | None:
+    """A person's identity: the institution's person key (MIT: the Kerberos name), trimmed, any case (§2)."""
     text = to_text(value)
     return text.upper() if text is not None else None
 
 
-def kerberos_keys(values: Iterable[object]) -> set[str]:
+def person_keys(values: Iterable[object]) -> set[str]:
     """The identities present among ``values``."""
-    return {key for key in map(kerberos_key, values) if key is not None}
+    return {key for key in map(person_key, values) if key is not None}

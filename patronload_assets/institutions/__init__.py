@@ -1,24 +1,56 @@
 """Institutions: what is one library's own, each in a folder of its own (``mit/``: its rules
 module, the templates of its user records, its department tables, the synthetic warehouse of the
-embedded default).
+embedded default; its queries in ``sql/mit/``), each declaring one ``RULES``: the interface of
+``domain/institution.py``, the only thing the engine asks.
 
-The engine (extraction, cleaning, the XML writer, the checks, zips, buckets, state, changes,
-reports) is meant to ask an institution through one small interface and know no institution's
-name, column or code. Until that interface is written, the engine's modules that still name MIT's
-rules import them from here, in the open: ``domain/load.py``, ``domain/named.py``,
-``domain/checks.py``, ``assets.py``, and ``resources.py`` (the embedded warehouse).
+``INSTITUTION`` selects one by name: a folder here, or a package elsewhere that registers its
+``Rules`` under the ``patronload.institutions`` entry point, so adopting the project needs no fork.
 """
 
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import importlib.resources
 from pathlib import Path
+
+from ..configuration import ConfigurationError
+from ..domain.institution import Rules
 
 FOLDER = Path(__file__).resolve().parent
 DEFAULT = "mit"
+ENTRY_POINTS = "patronload.institutions"
 
 
-def folder(name: str = DEFAULT) -> Path:
-    """An institution's folder: its templates and department tables."""
-    found = FOLDER / name
-    if not (found / "rules.py").is_file():
-        known = sorted(path.name for path in FOLDER.iterdir() if (path / "rules.py").is_file())
-        raise ValueError(f"no institution {name!r} in {FOLDER}: the institutions are {', '.join(known)}")
+def queries_folder(name: str) -> Path:
+    """A built-in institution's queries: ``sql/<name>/``, installed as ``patronload_assets.sql``."""
+    return Path(str(importlib.resources.files("patronload_assets.sql").joinpath(name)))
+
+
+def built_in() -> list[str]:
+    return sorted(path.name for path in FOLDER.iterdir() if (path / "__init__.py").is_file())
+
+
+def registered() -> dict[str, importlib.metadata.EntryPoint]:
+    return {entry.name: entry for entry in importlib.metadata.entry_points(group=ENTRY_POINTS)}
+
+
+@functools.cache
+def load(name: str = DEFAULT) -> Rules:
+    """The rules of the institution ``name``: a folder here first, then a registered package."""
+    name = name.strip().lower() or DEFAULT
+    if name in built_in():
+        found = importlib.import_module(f"{__name__}.{name}").RULES
+    elif name in registered():
+        found = registered()[name].load()
+        found = getattr(found, "RULES", found)  # the entry point may name the package or its RULES
+    else:
+        known = ", ".join([*built_in(), *registered()])
+        raise ConfigurationError(
+            f"INSTITUTION={name}: no such institution (known: {known}); add a folder under "
+            f"patronload_assets/institutions/ or install a package registering it under {ENTRY_POINTS}"
+        )
+    if not isinstance(found, Rules):
+        raise ConfigurationError(f"INSTITUTION={name}: {found!r} is not a patronload Rules")
     return found

@@ -11,14 +11,12 @@ an email or identifier, the whole segment); ``""`` means an empty element.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
+import functools
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Set
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
-from ...domain.values import clean_row, kerberos_key, to_text
+from ...domain.institution import RunContext, add_months, alma_date
 
 # §1 Sources: the columns of the two warehouse views, in order.
 STAFF_COLUMNS = (
@@ -37,13 +35,10 @@ STUDENT_COLUMNS = (
     "TERM_PHONE1", "TERM_PHONE2", "OFFICE_PHONE", "STUDENT_YEAR", "HOME_DEPARTMENT",
 )  # fmt: skip
 
-# §2 Who gets a record: reasons a row is left out, as counted in the run's metadata.
+# §2 Who gets a record: one record a person, by Kerberos name, staff first (the engine selects:
+# domain/institution.py); a row without a Kerberos name is left out, counted under this name.
+PERSON_KEY = "KRB_NAME_UPPERCASE"
 REJECTED_NO_KERBEROS_NAME = "rejected_missing_kerberos_name"
-DROPPED_DUPLICATE_STAFF = "dropped_duplicate_staff"
-DROPPED_STUDENT_IS_STAFF = "dropped_student_already_staff"
-DROPPED_DUPLICATE_STUDENT = "dropped_duplicate_student"
-STAFF_LEFT_OUT = (REJECTED_NO_KERBEROS_NAME, DROPPED_DUPLICATE_STAFF)
-STUDENT_LEFT_OUT = (REJECTED_NO_KERBEROS_NAME, DROPPED_STUDENT_IS_STAFF, DROPPED_DUPLICATE_STUDENT)
 
 # §3 Common fields
 EXPIRY_MONTHS = 6  # expiry_date: run date (UTC) + 6 calendar months
@@ -59,100 +54,18 @@ UNDERGRADUATE_YEARS = frozenset("1234Uu")
 GRADUATE_YEARS = frozenset("Gg")
 CROSS_REGISTERED_DEPARTMENTS = frozenset({"NIU", "NIV", "NIW", "NIT", "NIR", "NIH"})
 
-# Counted in metadata; the codes themselves are listed in RunContext.unknown_departments.
+# Identifiers: 02 the MIT ID, 01 the barcode (§3); the engine keeps each value to its first user.
 IDENTIFIER_FIELDS = ("mit_id", "barcode")
 IDENTIFIER_COLUMNS = ("MIT_ID", "LIBRARY_ID")
-IDENTIFIER_REPEATED = "identifier_left_out_repeated"
-IDENTIFIER_USED_BY_STAFF = "identifier_left_out_used_by_staff"
-DEPARTMENT_MISSING = "department_missing"
-DEPARTMENT_UNKNOWN = "department_unknown"
-STUDENT_WITHOUT_USER_GROUP = "student_without_user_group"
-
-
-# §2 ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Selection:
-    """Positions of the rows that get a record, and the count of those left out by reason."""
-
-    kept: list[int]
-    left_out: Counter
-
-
-def select_patrons(
-    kerberos_names: Iterable[object],
-    *,
-    already_loaded: Set[str] = frozenset(),
-    duplicate_reason: str,
-) -> Selection:
-    """One row per Kerberos name (the rows' KRB_NAME_UPPERCASE, in order), first row wins;
-    names in ``already_loaded`` are left out.
-
-    Staff are selected with nothing already loaded; students with the staff names, so that
-    student employees load once, as staff.
-    """
-    kept: list[int] = []
-    left_out: Counter = Counter()
-    seen: set[str] = set()
-    for position, name in enumerate(kerberos_names):
-        key = kerberos_key(name)
-        if key is None:
-            left_out[REJECTED_NO_KERBEROS_NAME] += 1
-        elif key in already_loaded:
-            left_out[DROPPED_STUDENT_IS_STAFF] += 1
-        elif key in seen:
-            left_out[duplicate_reason] += 1
-        else:
-            seen.add(key)
-            kept.append(position)
-    return Selection(kept, left_out)
 
 
 # §3 common fields -------------------------------------------------------------------------------
 
 
-def add_months(day: dt.date, months: int) -> dt.date:
-    """``day`` plus calendar months, clamped to the month's end (Aug 31 + 6 -> Feb 28/29)."""
-    month_index = day.month - 1 + months
-    year, month = day.year + month_index // 12, month_index % 12 + 1
-    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
-def alma_date(day: dt.date) -> str:
-    return f"{day.isoformat()}Z"
-
-
-_INTEGRAL_TEXT = re.compile(r"\d+\.0+")
-
-
-@dataclass
-class RunContext:
-    """What every record of one run shares, and what the run learns while building."""
-
-    run_date: dt.date
-    staff_departments: Mapping[str, str]
-    student_departments: Mapping[str, str]
-    counts: Counter = field(default_factory=Counter)
-    unknown_departments: Counter = field(default_factory=Counter)
-
-    def __post_init__(self) -> None:
-        self.expiry_date = alma_date(add_months(self.run_date, EXPIRY_MONTHS))
-        self.purge_date = alma_date(add_months(self.run_date, PURGE_MONTHS))
-
-    def category(self, code: str | None, table: Mapping[str, str], fallback: str) -> str:
-        """The statistical category of a department code; ``fallback`` when missing or unknown."""
-        if code is None:
-            self.counts[DEPARTMENT_MISSING] += 1
-            return fallback
-        found = table.get(code)
-        if found is None and _INTEGRAL_TEXT.fullmatch(code):  # "10000948.0": a number stored as text
-            found = table.get(code.split(".")[0])
-        if found is None:
-            self.counts[DEPARTMENT_UNKNOWN] += 1
-            self.unknown_departments[code] += 1
-            return fallback
-        return found
+@functools.cache
+def expiry_and_purge(run_date: dt.date) -> tuple[str, str]:
+    """The expiry and purge dates of every record of a run."""
+    return alma_date(add_months(run_date, EXPIRY_MONTHS)), alma_date(add_months(run_date, PURGE_MONTHS))
 
 
 def preferred_part(preferred: str | None, legal: str | None) -> str:
@@ -168,40 +81,9 @@ def identifiers(row: Mapping[str, str | None]) -> dict[str, str | None]:
     return {"mit_id": row["MIT_ID"], "barcode": None if barcode == NO_BARCODE else barcode}
 
 
-def claim_identifiers(
-    fields: dict[str, str | None], claimed: set[str], counts: Counter, taken: Set[str] = frozenset()
-) -> None:
-    """Leave out an identifier whose value an earlier identifier (of this user or another already
-    written) has, or one of ``taken`` (a staff record's, when students are built): Alma refuses a
-    repeated identifier. The user is kept."""
-    for name in IDENTIFIER_FIELDS:
-        value = fields[name]
-        if value is None:
-            continue
-        key = value.upper()
-        if key in taken:
-            fields[name] = None
-            counts[IDENTIFIER_USED_BY_STAFF] += 1
-        elif key in claimed:
-            fields[name] = None
-            counts[IDENTIFIER_REPEATED] += 1
-        else:
-            claimed.add(key)
-
-
-def claimed_identifiers(rows: Iterable[Mapping[str, object]]) -> set[str]:
-    """The identifiers the given rows will carry: what staff already hold when students are built.
-    Only the identifier columns are cleaned: a value's cleaning depends on that value alone."""
-    claimed: set[str] = set()
-    for row in rows:
-        for value in identifiers({column: to_text(row[column]) for column in IDENTIFIER_COLUMNS}).values():
-            if value is not None:
-                claimed.add(value.upper())
-    return claimed
-
-
 def common_fields(row: Mapping[str, str | None], context: RunContext) -> dict[str, str | None]:
     first, middle, last = row["LEGAL_FIRST_NAME"], row["LEGAL_MIDDLE_NAME"], row["LEGAL_LAST_NAME"]
+    expiry, purge = expiry_and_purge(context.run_date)
     return {
         "kerberos_name": row["KRB_NAME_UPPERCASE"],
         "first_name": first or "",
@@ -210,8 +92,8 @@ def common_fields(row: Mapping[str, str | None], context: RunContext) -> dict[st
         "pref_first_name": preferred_part(row["PREFERRED_FIRST_NAME"], first),
         "pref_middle_name": preferred_part(row["PREFERRED_MIDDLE_NAME"], middle),
         "pref_last_name": preferred_part(row["PREFERRED_LAST_NAME"], last),
-        "expiry_date": context.expiry_date,
-        "purge_date": context.purge_date,
+        "expiry_date": expiry,
+        "purge_date": purge,
         "email": row["EMAIL_ADDRESS"],
         **identifiers(row),
     }
@@ -257,9 +139,7 @@ def student_fields(row: Mapping[str, str | None], context: RunContext) -> dict[s
     fields["phone_preferred"] = format_phone(office or term1 or term2)
     fields["phone_home"] = format_phone(term1) if office else None
     department = row["HOME_DEPARTMENT"]
-    fields["user_group"] = student_user_group(row["STUDENT_YEAR"], department)
-    if fields["user_group"] is None:
-        context.counts[STUDENT_WITHOUT_USER_GROUP] += 1
+    fields["user_group"] = student_user_group(row["STUDENT_YEAR"], department)  # None: counted, warned
     fields["statistic_category"] = context.category(
         department, context.student_departments, STUDENT_UNKNOWN_DEPARTMENT
     )
@@ -282,23 +162,3 @@ def format_phone(number: str | None) -> str | None:
 
 def _dashed(match: re.Match) -> str:
     return f"{match[1]}-{match[2]}-{match[3]}"
-
-
-# Building ---------------------------------------------------------------------------------------
-
-
-def patron_fields(
-    rows: Iterable[Mapping[str, object]],
-    fields_of,
-    context: RunContext,
-    taken_identifiers: Set[str] = frozenset(),
-) -> Iterator[dict[str, str | None]]:
-    """Clean each selected row (counting repairs in ``context.counts``), derive its fields and
-    leave out identifiers already used in this file or in ``taken_identifiers`` (the staff file's,
-    for students)."""
-    counts = context.counts
-    claimed: set[str] = set()
-    for row in rows:
-        fields = fields_of(clean_row(row, counts), context)
-        claim_identifiers(fields, claimed, counts, taken_identifiers)
-        yield fields

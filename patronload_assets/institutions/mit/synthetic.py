@@ -8,11 +8,11 @@ names differing only in case, phone numbers in every shape the warehouse holds.
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 from ...domain.departments import load_department_table
+from ..embedded import write_views
 from .rules import STAFF_COLUMNS, STUDENT_COLUMNS
 
 INSTITUTION_DIR = Path(__file__).resolve().parent
@@ -193,21 +193,11 @@ def create_warehouse(
     students: int = DEFAULT_STUDENTS,
     seed: int = DEFAULT_SEED,
 ) -> Path:
-    """A SQLite file with the two views as tables, filled with synthetic patrons.
-
-    Written to a temporary name and moved into place, so a reader never sees half a warehouse.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{random.randrange(1 << 30)}.partial")
-    with sqlite3.connect(partial) as connection:
-        for view, columns, rows in (
+    """A SQLite file with the two views as tables, filled with synthetic patrons."""
+    return write_views(
+        path,
+        (
             (STAFF_VIEW, STAFF_COLUMNS, staff_rows(staff, seed)),
             (STUDENT_VIEW, STUDENT_COLUMNS, student_rows(students, staff, seed)),
-        ):
-            connection.execute(f"CREATE TABLE {view} ({', '.join(f'{c} TEXT' for c in columns)})")
-            marks = ", ".join("?" * len(columns))
-            connection.executemany(f"INSERT INTO {view} VALUES ({marks})", rows)
-    connection.close()
-    partial.replace(path)
-    return path
+        ),
+    )

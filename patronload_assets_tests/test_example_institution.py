@@ -1,0 +1,148 @@
+"""The example institution (patronload_assets/institutions/example/rules.md): rules that differ from
+MIT's where real institutions differ, through the same engine with no change to it."""
+
+import datetime as dt
+import sqlite3
+import zipfile
+
+import pytest
+from lxml import etree
+
+from patronload_assets import institutions, settings
+from patronload_assets.configuration import ConfigurationError
+from patronload_assets.domain.institution import RunContext
+from patronload_assets.institutions.example import RULES as EXAMPLE
+from patronload_assets.institutions.example import rules, synthetic
+
+from .environment import MATERIALIZE_ALL
+from .test_cli import environment, run
+
+RUN_DATE = dt.date(2026, 12, 5)
+
+
+def staff(**values):
+    return {**dict.fromkeys(rules.STAFF_COLUMNS), "CAMPUS_ID": "10000001", **values}
+
+
+def student(**values):
+    return {**dict.fromkeys(rules.STUDENT_COLUMNS), "CAMPUS_ID": "10000002", **values}
+
+
+@pytest.mark.parametrize(
+    ("end", "expiry", "purge"),
+    [("2027-06-30", "2027-06-30Z", "2028-06-30Z"), (None, "2028-10-31Z", "2029-10-31Z"),
+     ("30/06/2027", "2028-10-31Z", "2029-10-31Z"), ("2026-01-31", "2026-01-31Z", "2027-01-31Z")],
+)  # fmt: skip
+def test_an_employee_expires_at_the_appointment_end_or_october_31_two_years_out(end, expiry, purge):
+    context = RunContext(RUN_DATE, {}, {})
+    fields = rules.staff_fields(staff(APPOINTMENT_END_DATE=end), context)
+    assert (fields["expiry_date"], fields["purge_date"]) == (expiry, purge)
+    assert context.counts[rules.DATE_UNREADABLE] == (end == "30/06/2027")
+
+
+@pytest.mark.parametrize(
+    ("run_date", "withdrawal", "cancellation", "expiry"),
+    [(RUN_DATE, "2027-01-15", None, "2027-01-15Z"), (RUN_DATE, "2027-02-01", "2027-01-20", "2027-01-20Z"),
+     (RUN_DATE, None, None, "2027-05-31Z"), (dt.date(2027, 5, 10), None, None, "2027-08-31Z"),
+     (dt.date(2027, 7, 15), None, None, "2027-08-31Z"), (dt.date(2027, 8, 15), None, None, "2027-12-31Z")],
+)  # fmt: skip
+def test_a_student_expires_when_leaving_or_at_the_next_term_end(run_date, withdrawal, cancellation, expiry):
+    fields = rules.student_fields(
+        student(WITHDRAWAL_DATE=withdrawal, CANCELLATION_DATE=cancellation), RunContext(run_date, {}, {})
+    )
+    assert fields["expiry_date"] == expiry
+    assert fields["purge_date"] == f"{int(expiry[:4]) + 1}{expiry[4:]}"
+
+
+def test_user_groups_follow_the_employee_type_and_the_career():
+    context = RunContext(RUN_DATE, {}, {})
+    assert rules.staff_fields(staff(EMPLOYEE_TYPE="FACULTY"), context)["user_group"] == "FACULTY"
+    assert rules.staff_fields(staff(EMPLOYEE_TYPE="CONTRACTOR"), context)["user_group"] == "STAFF"
+    assert rules.student_fields(student(CAREER="LAW"), context)["user_group"] == "GRAD"
+    assert rules.student_fields(student(CAREER="VISITING"), context)["user_group"] is None
+
+
+def test_an_unknown_institution_fails_naming_the_known_ones():
+    with pytest.raises(ConfigurationError, match="known: example, mit"):
+        institutions.load("nowhere")
+    assert institutions.load("EXAMPLE ") is EXAMPLE
+
+
+def test_another_institution_keeps_its_embedded_defaults_and_state_apart(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mit, example = {}, {"INSTITUTION": "example"}
+    assert settings.local_setting(mit, "LOCAL_BUCKET_DIR") == str(tmp_path / ".local" / "bucket")
+    assert settings.local_setting(example, "LOCAL_BUCKET_DIR") == str(
+        tmp_path / ".local" / "example" / "bucket"
+    )
+    assert settings.state_resource(example).folder == "example" and settings.state_resource(mit).folder == ""
+    shared = {"STATE_BUCKET_NAME": "state"}
+    assert settings.state_resource({**shared, **example}).bucket.prefix == "patronload/example"
+    assert settings.state_resource(shared).bucket.prefix == "patronload/"
+
+
+def users(bucket, patron_type):
+    [path] = bucket.glob(f"{patron_type}_*.zip")
+    run_date = dt.datetime.strptime(path.stem.split("_", 1)[1], "%Y-%m-%d_%H.%M.%S").date()
+    with zipfile.ZipFile(path) as archive:
+        return run_date, [
+            user for name in archive.namelist() for user in etree.fromstring(archive.read(name))
+        ]
+
+
+def first_rows(warehouse, view):
+    """The first row of each campus id, read here with SQL of the test's own."""
+    found = {}
+    with sqlite3.connect(warehouse) as connection:
+        connection.row_factory = sqlite3.Row
+        for row in connection.execute(f"SELECT * FROM {view} ORDER BY CAMPUS_ID"):
+            if row["CAMPUS_ID"] and row["CAMPUS_ID"].strip():
+                found.setdefault(row["CAMPUS_ID"].strip(), dict(row))
+    return found
+
+
+def a_year_after(day):
+    """The same day a year later; February 29 becomes February 28."""
+    return day.replace(year=day.year + 1, day=min(day.day, 28 if (day.month, day.day) == (2, 29) else 31))
+
+
+def iso(text):
+    try:
+        return dt.date.fromisoformat((text or "")[:10])
+    except ValueError:
+        return None
+
+
+@pytest.mark.slow
+def test_the_example_loads_its_embedded_warehouse_and_every_user_has_the_dates_its_rules_say(tmp_path):
+    env = environment(tmp_path, None)
+    env["INSTITUTION"] = "example"
+    run(list(MATERIALIZE_ALL), env)
+    warehouse = tmp_path / "dw.sqlite3"
+    staff_rows = first_rows(warehouse, synthetic.STAFF_VIEW)
+    student_rows = first_rows(warehouse, synthetic.STUDENT_VIEW)
+
+    run_date, staff_users = users(tmp_path / "bucket", "staff")
+    ids = [user.findtext("primary_id") for user in staff_users]
+    assert sorted(ids) == sorted(set(staff_rows) - EXAMPLE.excluded)
+    for user in staff_users:
+        row = staff_rows[user.findtext("primary_id")]
+        expiry = iso(row["APPOINTMENT_END_DATE"]) or dt.date(run_date.year + 2, 10, 31)
+        assert user.findtext("expiry_date") == f"{expiry}Z"
+        assert user.findtext("purge_date") == f"{a_year_after(expiry)}Z"
+        barcode = user.find("user_identifiers/user_identifier[id_type='BARCODE']")
+        assert barcode is None or barcode.get("segment_type") == "Internal"
+
+    run_date, student_users = users(tmp_path / "bucket", "student")
+    ids = [user.findtext("primary_id") for user in student_users]
+    assert sorted(ids) == sorted(set(student_rows) - set(staff_rows) - EXAMPLE.excluded)  # employees as staff
+    term_ends = [dt.date(year, month, day) for year in (run_date.year, run_date.year + 1)
+                 for month, day in ((5, 31), (8, 31), (12, 31))]  # fmt: skip
+    for user in student_users:
+        row = student_rows[user.findtext("primary_id")]
+        left = [day for day in (iso(row["WITHDRAWAL_DATE"]), iso(row["CANCELLATION_DATE"])) if day]
+        expiry = min(left) if left else min(day for day in term_ends if (day - run_date).days >= 30)
+        assert user.findtext("expiry_date") == f"{expiry}Z"
+        assert user.findtext("purge_date") == f"{a_year_after(expiry)}Z"
+    withdrawn = [row for row in student_rows.values() if row["WITHDRAWAL_DATE"]]
+    assert withdrawn and len(staff_users) > 1000 and len(student_users) > 1000

@@ -1,0 +1,8 @@
+-- Students: the SIS_LIBRARY_STUDENT view of Example University's warehouse
+-- (patronload_assets/institutions/example/rules.md §1). Runs on Oracle and on SQLite alike.
+SELECT
+    CAMPUS_ID, EMAIL, FIRST_NAME, MIDDLE_NAME, LAST_NAME, CAREER, MAJOR_CODE,
+    WITHDRAWAL_DATE, CANCELLATION_DATE, LOCAL_ADDRESS, LOCAL_CITY, LOCAL_STATE, LOCAL_ZIP,
+    PHONE, BARCODE
+FROM SIS_LIBRARY_STUDENT
+ORDER BY CAMPUS_ID NULLS LAST
