@@ -82,13 +82,13 @@ def student_row(**values):
     return clean_row(row)
 
 
-def state_resources(state=None) -> dict:
+def state_resources(state=None, institution: str = "mit") -> dict:
     """The state store (default: the run's instance's storage folder) and the frames' IO manager
     over it, as the code location has them."""
     from patronload_assets.state import FrameIOManager, InstanceState
 
     state = state or InstanceState()
-    return {"state": state, "io_manager": FrameIOManager(state=state)}
+    return {"state": state, "io_manager": FrameIOManager(state=state, institution=institution)}
 
 
 def instance_state(instance):
@@ -112,7 +112,7 @@ def load(warehouse_path, bucket_dir, instance=None, run_config=None, **instituti
             "warehouse": SqliteWarehouse(path=str(warehouse_path)),
             "bucket": LocalBucket(directory=str(bucket_dir), prefix="alma"),
             "institution": InstitutionData(**institution),
-            **state_resources(),
+            **state_resources(institution=institution.get("name", "mit")),
         },
         run_config=run_config,
         raise_on_error=False,

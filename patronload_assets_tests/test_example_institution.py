@@ -5,6 +5,7 @@ import datetime as dt
 import sqlite3
 import zipfile
 
+import dagster as dg
 import pytest
 from lxml import etree
 
@@ -14,6 +15,7 @@ from patronload_assets.domain.institution import RunContext
 from patronload_assets.institutions.example import RULES as EXAMPLE
 from patronload_assets.institutions.example import rules, synthetic
 
+from .conftest import load
 from .environment import MATERIALIZE_ALL
 from .test_cli import environment, run
 
@@ -146,3 +148,32 @@ def test_the_example_loads_its_embedded_warehouse_and_every_user_has_the_dates_i
         assert user.findtext("purge_date") == f"{a_year_after(expiry)}Z"
     withdrawn = [row for row in student_rows.values() if row["WITHDRAWAL_DATE"]]
     assert withdrawn and len(staff_users) > 1000 and len(student_users) > 1000
+
+
+def test_an_institution_in_a_package_of_its_own_registers_by_entry_point(tmp_path, monkeypatch):
+    """A third institution, kept outside this repository: a package and an entry point, no change
+    to the engine. Here it borrows the example's rules under its own name and exclusion list."""
+    package = tmp_path / "campus_rules"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import dataclasses\n"
+        "from patronload_assets.institutions.example import RULES as EXAMPLE\n"
+        "RULES = dataclasses.replace(\n"
+        "    EXAMPLE, name='campus', title='Campus', excluded=frozenset({'10000003'})\n"
+        ")\n"
+    )
+    info = tmp_path / "campus_rules-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: campus-rules\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[patronload.institutions]\ncampus = campus_rules\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    rules_of_campus = institutions.load("campus")
+    assert rules_of_campus.name == "campus" and "campus" in institutions.registered()
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 50, 50)
+    with dg.instance_for_test() as instance:
+        result = load(warehouse, tmp_path / "bucket", instance, name="campus")
+    assert result.success
+    _, staff_users = users(tmp_path / "bucket" / "alma", "staff")
+    ids = {user.findtext("primary_id") for user in staff_users}
+    assert "10000004" in ids and "10000003" not in ids  # its own exclusion list applies
