@@ -14,7 +14,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from . import faults, frames, retries, scratch
+from . import configuration, faults, frames, retries, scratch
 from .domain import changes, checks
 from .domain.institution import (
     DROPPED_DUPLICATE_STAFF,
@@ -40,8 +40,31 @@ from .state import IDENTIFYING, StateStore
 from .timing import LOAD_TIMING, ZIP_FRESHNESS
 
 GROUP = "patronload"
-POOL = "patronload"  # one patronload run at a time: the instance limits the pool (dagster.yaml)
-ZIP_ASSETS = (dg.AssetKey("staff_zip"), dg.AssetKey("student_zip"))  # what reaches Alma
+# One patronload run of an institution at a time: the instance limits each pool to one (dagster.yaml).
+# In a consortium (CONSORTIUM set) each institution's keys, pool and runs are its own.
+KEY_PREFIX = configuration.KEY_PREFIX
+POOL = "_".join(["patronload", *KEY_PREFIX])
+INSTITUTION_TAG = "patronload/institution"
+OWN_TAGS = {INSTITUTION_TAG: KEY_PREFIX[0]} if KEY_PREFIX else {}  # every job's runs say whose they are
+
+
+def asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([*KEY_PREFIX, name])
+
+
+def own_run(run: dg.DagsterRun) -> bool:
+    """Not another institution's run: a consortium's jobs tag their runs by institution (a run of
+    selected assets, from the command line, is told by its asset keys)."""
+    tag = run.tags.get(INSTITUTION_TAG)
+    return tag is None or tag == OWN_TAGS.get(INSTITUTION_TAG)
+
+
+def _ins(*names: str, **metadata: dict) -> dict[str, dg.AssetIn]:
+    """The inputs by name, under the same key prefix; ``metadata`` by input name."""
+    return {name: dg.AssetIn(key_prefix=KEY_PREFIX or None, metadata=metadata.get(name)) for name in names}
+
+
+ZIP_ASSETS = (asset_key("staff_zip"), asset_key("student_zip"))  # what reaches Alma
 # An upload still open after this long belongs to a killed run (one takes seconds to minutes).
 ABANDONED_UPLOAD_AGE = dt.timedelta(hours=1)
 
@@ -69,7 +92,7 @@ def read_view(log, warehouse: Warehouse, rules: Rules, patron_type: PatronType) 
     return frame, {"rows": len(frame), "columns": len(frame.columns), **_counts(repairs)}
 
 
-@dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
+@dg.asset(group_name=GROUP, key_prefix=KEY_PREFIX or None, pool=POOL, kinds={"sql", "pandas"})
 def staff_rows(
     context: dg.AssetExecutionContext, warehouse: Warehouse, institution: InstitutionData
 ) -> dg.Output[pd.DataFrame]:
@@ -79,7 +102,7 @@ def staff_rows(
         return _output(read_view(context.log, warehouse, rules, rules.staff))
 
 
-@dg.asset(group_name=GROUP, pool=POOL, kinds={"sql", "pandas"})
+@dg.asset(group_name=GROUP, key_prefix=KEY_PREFIX or None, pool=POOL, kinds={"sql", "pandas"})
 def student_rows(
     context: dg.AssetExecutionContext, warehouse: Warehouse, institution: InstitutionData
 ) -> dg.Output[pd.DataFrame]:
@@ -89,7 +112,13 @@ def student_rows(
         return _output(read_view(context.log, warehouse, rules, rules.student))
 
 
-@dg.asset(group_name=GROUP, pool=POOL, kinds={"pandas"})
+@dg.asset(
+    group_name=GROUP,
+    key_prefix=KEY_PREFIX or None,
+    pool=POOL,
+    kinds={"pandas"},
+    ins=_ins("staff_rows", "student_rows"),
+)
 def deduplicated_students(
     context: dg.AssetExecutionContext,
     staff_rows: pd.DataFrame,
@@ -170,7 +199,10 @@ def _check_specs(asset_name: str, patron_type: str) -> list[dg.AssetCheckSpec]:
         names.append(checks.USER_GROUPS)
     return [
         dg.AssetCheckSpec(
-            name, asset=asset_name, blocking=name in checks.BLOCKING, description=CHECK_DESCRIPTIONS[name]
+            name,
+            asset=asset_key(asset_name),
+            blocking=name in checks.BLOCKING,
+            description=CHECK_DESCRIPTIONS[name],
         )
         for name in names
     ]
@@ -180,6 +212,7 @@ def _zip_asset(asset_name: str, patron_type: str) -> dict:
     """What both zip assets declare: group, the one-run pool, kinds, checks, freshness."""
     return {
         "group_name": GROUP,
+        "key_prefix": KEY_PREFIX or None,
         "pool": POOL,
         "kinds": {"s3", "xml"},
         "check_specs": _check_specs(asset_name, patron_type),
@@ -203,7 +236,7 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-@dg.asset(**_zip_asset("staff_zip", "staff"))
+@dg.asset(**_zip_asset("staff_zip", "staff"), ins=_ins("staff_rows"))
 def staff_zip(
     context: dg.AssetExecutionContext,
     config: ZipConfig,
@@ -221,7 +254,7 @@ def staff_zip(
 @dg.asset(
     **_zip_asset("student_zip", "student"),
     # The staff file's identifiers are not the students' to take: only who each row is is read.
-    ins={"staff_rows": dg.AssetIn(metadata={"columns": IDENTIFYING})},
+    ins=_ins("deduplicated_students", "staff_rows", staff_rows={"columns": IDENTIFYING}),
 )
 def student_zip(
     context: dg.AssetExecutionContext,

@@ -3,7 +3,17 @@ import datetime as dt
 import dagster as dg
 
 from . import scratch
-from .assets import GROUP, LoadInput, ZipConfig, deduplicate_students, load_metadata, prepare, read_view
+from .assets import (
+    GROUP,
+    OWN_TAGS,
+    LoadInput,
+    ZipConfig,
+    asset_key,
+    deduplicate_students,
+    load_metadata,
+    prepare,
+    read_view,
+)
 from .resources import Bucket, InstitutionData, Warehouse
 from .retries import LOAD_RETRIES, NEVER_RETRIED
 from .state import StateStore
@@ -12,7 +22,7 @@ patronload_job = dg.define_asset_job(
     "patronload_job",
     selection=dg.AssetSelection.groups(GROUP),
     description="The whole load: both warehouse views to both zips in the bucket.",
-    tags=LOAD_RETRIES,  # a failed load is retried from its failed steps (retries.py)
+    tags={**LOAD_RETRIES, **OWN_TAGS},  # a failed load is retried from its failed steps (retries.py)
 )
 
 
@@ -36,7 +46,7 @@ def preview_load(
     for load in (LoadInput.staff(staff_rows, rules), LoadInput.students(students, staff_rows, rules)):
         name = load.patron_type.name
         moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        asset_key = dg.AssetKey(f"{name}_zip")
+        zip_key = asset_key(f"{name}_zip")
         with scratch.scratch(context.instance, context.run.run_id, name) as folder:
             prepared = prepare(context, config, load, bucket, institution, state, moment, folder)
         held_back = prepared.describe_blocked()
@@ -44,14 +54,14 @@ def preview_load(
             context.log.warning(f"a load now would hold {name} back: {held_back}")
         checks = {outcome.name: "passed" if outcome.passed else "failed" for outcome in prepared.outcomes}
         metadata = {"preview": True, **load_metadata(context.log, load, prepared), "held_back": held_back}
-        context.log_event(dg.AssetObservation(asset_key=asset_key, metadata={**metadata, "checks": checks}))
+        context.log_event(dg.AssetObservation(asset_key=zip_key, metadata={**metadata, "checks": checks}))
 
 
 @dg.job(
     description="A dry run for the start of a term or after a change of the views: what a load now "
     "would add, depart and change, and whether a guard would hold it back. Nothing is uploaded or "
     "deleted and no baseline moves. Its config is a zip asset's (allow_departures...).",
-    tags=NEVER_RETRIED,
+    tags={**NEVER_RETRIED, **OWN_TAGS},
 )
 def patronload_preview():
     preview_load()
@@ -65,7 +75,7 @@ def connect_to_warehouse(context: dg.OpExecutionContext, warehouse: Warehouse) -
 
 @dg.job(
     description="The operators' check of the warehouse connection (e.g. after the yearly password change).",
-    tags=NEVER_RETRIED,
+    tags={**NEVER_RETRIED, **OWN_TAGS},
 )
 def warehouse_connection_test():
     connect_to_warehouse()

@@ -15,7 +15,7 @@ import json
 import dagster as dg
 
 from . import reports
-from .assets import ZIP_ASSETS
+from .assets import ZIP_ASSETS, own_run
 from .domain.packaging import newest_load_time
 from .jobs import patronload_job
 from .resources import Bucket, Mailer
@@ -31,9 +31,10 @@ IN_PROGRESS = (
 
 
 def is_full_load(run: dg.DagsterRun) -> bool:
-    """A run of the whole load, whoever started it: the job, or both zips selected (the CLI)."""
+    """A run of this institution's whole load, whoever started it: the job, or both zips selected
+    (the CLI)."""
     selected = set(run.asset_selection or ())
-    return run.job_name == patronload_job.name or set(ZIP_ASSETS) <= selected
+    return own_run(run) and (run.job_name == patronload_job.name or set(ZIP_ASSETS) <= selected)
 
 
 def _last_loaded(instance: dg.DagsterInstance, key: dg.AssetKey, bucket: Bucket | None) -> str:

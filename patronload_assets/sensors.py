@@ -32,7 +32,9 @@ PENDING_GIVE_UP_ATTEMPTS = 500  # about a day of ticks: then an ERROR that says 
 
 
 def touches_patronload(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
-    """Whether the run (planned to) materialise any patronload asset."""
+    """Whether the run (planned to) materialise any patronload asset of this institution."""
+    if not assets.own_run(run):
+        return False
     if run.job_name in (patronload_job.name, patronload_preview.name):
         return True
     selected = {key.to_user_string() for key in (run.asset_selection or ())}

@@ -15,7 +15,7 @@ from dagster_aws.s3 import S3Resource
 
 from . import institutions
 from .alma.api import AlmaJobs, AlmaUsers
-from .configuration import ConfigurationError, number_setting
+from .configuration import ConfigurationError, institution_setting, number_setting
 from .domain.packaging import object_key
 from .resources import (
     Bucket,
@@ -167,7 +167,7 @@ def state_resource(environ: Mapping[str, str]) -> StateStore:
 def institution_name(environ: Mapping[str, str]) -> str:
     """``INSTITUTION`` (default ``mit``), checked now: an unknown one fails the code location's
     load, naming the institutions there are. A name, never a secret: the UI may show it."""
-    return institutions.load(environ.get("INSTITUTION", "")).name
+    return institutions.load(institution_setting(environ)).name
 
 
 def institution_resource(environ: Mapping[str, str]) -> InstitutionData:

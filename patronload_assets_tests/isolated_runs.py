@@ -56,6 +56,16 @@ def leave_sentinels(hidden: Sequence[str]) -> None:
             file.write("the host's\n")
 
 
+def run_environment(run) -> dict[str, str]:
+    """The launcher's environment and the run's code location's ``ecs.env_vars``."""
+    environment = dict(os.environ)
+    context = run.job_code_origin.repository_origin.container_context or {}
+    for item in context.get("ecs", {}).get("env_vars", []):
+        name, given, value = item.partition("=")
+        environment[name] = value if given else os.environ.get(name, "")
+    return environment
+
+
 class IsolatedRunLauncher(RunLauncher, ConfigurableClass):
     def __init__(self, hidden: Sequence[str], inst_data: ConfigurableClassData | None = None):
         self._inst_data = inst_data
@@ -87,7 +97,7 @@ class IsolatedRunLauncher(RunLauncher, ConfigurableClass):
         command = [sys.executable, "-m", "dagster", *arguments[arguments.index("api") :]]
         leave_sentinels(self.hidden)
         self._processes[run.run_id] = subprocess.Popen(
-            isolated_command(self.hidden, command), start_new_session=True
+            isolated_command(self.hidden, command), start_new_session=True, env=run_environment(run)
         )
         self._instance.report_engine_event(
             f"Started in its own mount namespace (pid {self._processes[run.run_id].pid}); hidden: "

@@ -37,7 +37,7 @@ def wait_for(condition, timeout, what, interval=1.0):
 
 
 @contextlib.contextmanager
-def running_dagster_dev(tmp_path, instance: dict | None = None, **settings):
+def running_dagster_dev(tmp_path, instance: dict | None = None, workspace="workspace.yaml", **settings):
     """`dagster dev` on a fresh instance in ``tmp_path`` (the project's dagster.yaml, or
     ``instance``), the embedded defaults there too; the sensors look every 5 seconds."""
     settings = {"SENSOR_INTERVAL_SECONDS": str(SENSOR_SECONDS), **settings}
@@ -47,7 +47,7 @@ def running_dagster_dev(tmp_path, instance: dict | None = None, **settings):
     port = free_port()
     log = open(tmp_path / "dagster-dev.log", "wb")  # noqa: SIM115 (closed at teardown)
     process = subprocess.Popen(
-        [DAGSTER, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [DAGSTER, "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
         cwd=PROJECT_DIR,
         env=environment,
         stdout=log,

@@ -4,13 +4,16 @@ embedded warehouse, `dagster dev` running the daemon, webserver and sensors on t
 and every run started in a process of its own that cannot see the host's instance storage folder
 or temp folder (isolated_runs.py), as each ECS task has a disk of its own."""
 
+import contextlib
 import csv
 import datetime as dt
 import email
 import email.policy
 import io
+import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -24,12 +27,23 @@ import pytest
 import yaml
 from lxml import etree
 
+from patronload_assets.institutions.example import synthetic as example_synthetic
 from patronload_assets.institutions.mit import synthetic
 
 from .alma_standin import JOB_ID, KEY, StandInAlma, alma_time, counters, rejection
-from .conftest import DATABASE, PASSWORD, PROJECT_DIR, USER, leaked, patron_values, postgres_binaries
+from .conftest import (
+    DATABASE,
+    PASSWORD,
+    PROJECT_DIR,
+    USER,
+    free_port,
+    leaked,
+    patron_values,
+    postgres_binaries,
+)
+from .environment import embedded_environment
 from .test_changes import new_staff_and_moved_students
-from .test_daemon import DAGSTER, finished, launch, running_dagster_dev, wait_for
+from .test_daemon import DAGSTER, finished, launch, running_dagster_dev, stop_process_group, wait_for
 
 pytestmark = pytest.mark.slow  # a daemon, a server or a whole install
 
@@ -284,3 +298,159 @@ def test_postgresql_restarted_in_the_middle_of_a_load_ends_with_the_load_in_the_
     keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=alma_bucket)["Contents"])
     assert [key.split("/")[1].split("_")[0] for key in keys] == ["staff", "student"], keys
     print(f"PostgreSQL restart: {len(failures)} failed run(s) before the success; emails {emails}")
+
+
+CONSORTIUM_ALMA_BUCKET, CONSORTIUM_STATE_BUCKET = "consortium-alma-bucket", "consortium-patronload-state"
+MEMBERS = {"mit": synthetic, "example": example_synthetic}
+
+
+@contextlib.contextmanager
+def code_server(name: str, environment: dict[str, str], own: dict[str, str], folder: Path):
+    """A code location of one institution from the same code (an ECS service of the same image, in
+    production): its own settings, and the same ones in the container context its runs get."""
+    port = free_port()
+    context = json.dumps({"ecs": {"env_vars": [f"{key}={value}" for key, value in own.items()]}})
+    log = open(folder / f"code-server-{name}.log", "wb")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen(
+        [DAGSTER, "api", "grpc", "-m", "patronload_assets", "-h", "127.0.0.1", "-p", str(port),
+         "--location-name", f"patronload_{name}", "--container-context", context],
+        cwd=PROJECT_DIR, env={**environment, **own}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+
+    def listening():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0 or (
+                process.poll() is not None and pytest.fail((folder / f"code-server-{name}.log").read_text())
+            )
+
+    try:
+        wait_for(listening, 120, f"the {name} code server", 0.5)
+        yield {"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": f"patronload_{name}"}}
+    finally:
+        stop_process_group(process)
+        log.close()
+
+
+def test_a_consortium_two_institutions_loading_at_once_each_in_its_own_prefix_with_its_own_report(
+    isolated, postgres, moto_endpoint, tmp_path, request
+):
+    """Two institutions on one deployment (one PostgreSQL, one S3, one daemon), each a code location
+    of its own: both loads launched at once run at the same time (a pool each), every run in a task
+    of its own; each lands in its own prefix, under its own asset keys, with its own report, and
+    neither reads or writes the other's state."""
+    import dagster as dg
+    import psycopg2
+
+    host_tmp = Path(tempfile.mkdtemp(prefix="pl-host-"))
+    request.addfinalizer(lambda: shutil.rmtree(host_tmp, ignore_errors=True))
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=postgres, user=USER, password=PASSWORD, dbname="postgres", sslmode="require"
+    )
+    connection.autocommit = True
+    connection.cursor().execute("CREATE DATABASE consortium")  # no other test's runs
+    connection.close()
+    s3 = new_buckets(moto_endpoint, CONSORTIUM_ALMA_BUCKET, CONSORTIUM_STATE_BUCKET)
+    shared = {
+        "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres), "DAGSTER_PG_DB": "consortium",
+        "DAGSTER_PG_USERNAME": USER, "DAGSTER_PG_PASSWORD": PASSWORD,
+        "S3_BUCKET_NAME": CONSORTIUM_ALMA_BUCKET, "STATE_BUCKET_NAME": CONSORTIUM_STATE_BUCKET,
+        "S3_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(PROJECT_DIR),
+        "SENSOR_INTERVAL_SECONDS": "5", "LOCAL_OUTBOX_DIR": str(tmp_path / "outbox"),
+    }  # fmt: skip
+    own = {
+        name: {
+            "INSTITUTION": name,
+            "CONSORTIUM": "true",
+            "S3_PREFIX": name,
+            "STATE_PREFIX": f"patronload/{name}/",
+            "SES_RECIPIENT_EMAIL": f"library-systems@{name}.test",
+            "LOCAL_WAREHOUSE_PATH": str(module.create_warehouse(tmp_path / name / "dw.sqlite3", 400, 600)),
+        }  # fmt: skip
+        for name, module in MEMBERS.items()
+    }
+    environment = embedded_environment(tmp_path / "servers", None, **shared)
+    instance = production_instance(isolated_launcher(tmp_path / "home", host_tmp), moto_endpoint)
+    instance["compute_logs"]["config"]["bucket"] = CONSORTIUM_STATE_BUCKET
+    with contextlib.ExitStack() as servers:
+        locations = [
+            servers.enter_context(code_server(name, environment, own[name], tmp_path)) for name in own
+        ]
+        workspace = tmp_path / "workspace.yaml"
+        workspace.write_text(yaml.safe_dump({"load_from": locations}))
+        dev = running_dagster_dev(tmp_path, instance, workspace=workspace, TMPDIR=str(host_tmp), **shared)
+        with dev as (client, dev_environment):
+            # The pools as a deployment has them after its first load (a new instance creates a
+            # pool's limit only as a run using it is dequeued: two first runs could both start).
+            with mock.patch.dict(os.environ, dev_environment), dg.DagsterInstance.get() as dagster:
+                for pool in ("patronload", "patronload_mit", "patronload_example"):
+                    dagster.event_log_storage.set_concurrency_slots(pool, 1)
+            runs = {
+                name: client.submit_job_execution(
+                    "patronload_job",
+                    repository_location_name=f"patronload_{name}",
+                    repository_name="__repository__",
+                )  # fmt: skip
+                for name in own
+            }
+            for run_id in runs.values():
+                assert (status := ended(client, run_id, dev_environment, tmp_path)) == "SUCCESS", status
+            outbox = tmp_path / "outbox"
+            reports = {
+                name: wait_for(
+                    lambda r=run_id: sorted(outbox.glob(f"*{r}-success.eml")), 120, f"{name}'s report", 2
+                )
+                for name, run_id in runs.items()
+            }
+            time.sleep(12)  # two more sensor ticks: neither location reports the other's run
+            with mock.patch.dict(os.environ, dev_environment), dg.DagsterInstance.get() as dagster:
+                records = {name: dagster.get_run_record_by_id(run_id) for name, run_id in runs.items()}
+                keys = {name: dagster.get_latest_materialization_event(dg.AssetKey([name, "staff_zip"]))
+                        for name in own}  # fmt: skip
+                unprefixed = dagster.get_latest_materialization_event(dg.AssetKey("staff_zip"))
+
+    # At the same time: each run began before the other ended (one pool each, not one for all).
+    mit, example = records["mit"], records["example"]
+    assert mit.start_time < example.end_time and example.start_time < mit.end_time
+    assert all(keys.values()) and unprefixed is None  # mit/staff_zip and example/staff_zip
+    # Each in its own prefix, its own users.
+    alma_keys = [item["Key"] for item in s3.list_objects_v2(Bucket=CONSORTIUM_ALMA_BUCKET)["Contents"]]
+    assert sorted(key.split("_")[0] for key in alma_keys) == [
+        "example/staff",
+        "example/student",
+        "mit/staff",
+        "mit/student",
+    ]
+    for key in alma_keys:
+        data = s3.get_object(Bucket=CONSORTIUM_ALMA_BUCKET, Key=key)["Body"].read()
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            ids = [user.findtext("primary_id") for name in archive.namelist()
+                   for user in etree.fromstring(archive.read(name))]  # fmt: skip
+        assert ids and all(
+            primary_id.endswith("@MIT.EDU") if key.startswith("mit/") else primary_id.isdigit()
+            for primary_id in ids
+        ), key
+    # Each its own report, once, to its own recipients, naming its own keys only.
+    every_report = sorted(path.name for path in (tmp_path / "outbox").glob("*.eml"))
+    assert len(every_report) == 2, every_report
+    for name, [path] in reports.items():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        body = message.get_body(("plain",)).get_content()
+        other = "example" if name == "mit" else "mit"
+        assert message["To"] == f"library-systems@{name}.test"
+        assert f"{name}/staff_" in body and f"{other}/staff_" not in body
+    # Each its own state: every object a load left is under its institution's state prefix.
+    state_keys = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=CONSORTIUM_STATE_BUCKET)
+        for item in page.get("Contents", [])
+        if not item["Key"].startswith("patronload/compute_logs/")
+    ]
+    for name in own:
+        mine = [key for key in state_keys if key.startswith(f"patronload/{name}/")]
+        assert {
+            f"patronload/{name}/baselines/staff.arrow",
+            f"patronload/{name}/frames/{name}__staff_rows.arrow",
+        } <= set(mine)
+    assert all(key.startswith(("patronload/mit/", "patronload/example/")) for key in state_keys), state_keys

@@ -8,6 +8,7 @@ import datetime as dt
 
 import dagster as dg
 
+from ..assets import OWN_TAGS
 from ..domain import alma_jobs
 from ..retries import NEVER_RETRIED
 from .api import AlmaApiError, AlmaJobs
@@ -96,7 +97,7 @@ def _refuse_other_jobs(record: dict, call: str) -> None:
 
 @dg.job(
     description="The operators' first-day check of Alma's API key and SIS job (ALMA_API_KEY).",
-    tags=NEVER_RETRIED,
+    tags={**NEVER_RETRIED, **OWN_TAGS},
 )
 def alma_connection_test():
     check_alma()

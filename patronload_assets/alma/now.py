@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from .. import frames, reports, scratch
+from ..assets import OWN_TAGS
 from ..domain import checks
 from ..domain.named import MOST_NAMES, NamedRecord, asked_names, named_records
 from ..resources import InstitutionData, Mailer, Warehouse
@@ -147,7 +148,7 @@ def _run(context, config: NowConfig, warehouse, institution, alma_users: AlmaUse
 
 @dg.job(
     name="patronload_now",
-    tags=NEVER_RETRIED,  # a send creates accounts: never again by itself
+    tags={**NEVER_RETRIED, **OWN_TAGS},  # a send creates accounts: never again by itself
     description="Same day: the named people's Alma accounts now (run config: people, send). A dry "
     "run unless send: true; never overwrites a user Alma has; writes nothing the daily load reads.",
 )

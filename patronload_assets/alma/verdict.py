@@ -15,7 +15,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from .. import reports
-from ..assets import ZIP_ASSETS
+from ..assets import ZIP_ASSETS, asset_key
 from ..domain import alma_jobs
 from ..domain.load import PATRON_TYPES
 from ..resources import Mailer
@@ -23,7 +23,7 @@ from ..sensors import send_or_keep_pending
 from ..state import StateStore
 from .api import AlmaApiError, AlmaJobs
 
-ALMA_SIS_JOB = dg.AssetKey("alma_sis_job")
+ALMA_SIS_JOB = asset_key("alma_sis_job")
 REPORTED_KEPT = 50  # job runs remembered as reported (each is reported once)
 REJECTED_FILE = "alma_rejected_users.csv"
 # The user as sent (empty when no value names one), Alma's reason, and everything the event said.

@@ -15,11 +15,11 @@ import importlib.metadata
 import importlib.resources
 from pathlib import Path
 
-from ..configuration import ConfigurationError
+from ..configuration import DEFAULT_INSTITUTION, ConfigurationError
 from ..domain.institution import Rules
 
 FOLDER = Path(__file__).resolve().parent
-DEFAULT = "mit"
+DEFAULT = DEFAULT_INSTITUTION
 ENTRY_POINTS = "patronload.institutions"
 
 
