@@ -1,5 +1,7 @@
 """`make bench`: how fast the load is, measured, never asserted.
 
+The institution is ``INSTITUTION``'s (default ``mit``): its synthetic warehouse and its rules.
+
 1. The domain's build rate: synthetic rows in memory to zipped XML, one core, best of three.
 2. The whole lineage from the command line (`dagster asset materialize`) on a generated SQLite
    warehouse of N patrons per type, twice (the second compares every user with the first):
@@ -15,6 +17,7 @@ import argparse
 import datetime as dt
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,24 +27,29 @@ from pathlib import Path
 
 import dagster as dg
 
+from patronload_assets import institutions
+from patronload_assets.configuration import institution_setting
 from patronload_assets.domain.load import Institution, build_zips
-from patronload_assets.institutions.mit import RULES as MIT
-from patronload_assets.institutions.mit import synthetic
 from patronload_assets_tests.environment import MATERIALIZE_ALL, embedded_environment
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+RULES = institutions.load(institution_setting(os.environ))
 
 
 def domain_rate(patrons: int, repeats: int = 3) -> None:
-    institution = Institution.load(MIT)
+    institution = Institution.load(RULES)
     moment = dt.datetime.now(dt.UTC)
-    for patron_type in (MIT.staff, MIT.student):
-        generated = (
-            synthetic.staff_rows(patrons)
-            if patron_type is MIT.staff
-            else synthetic.student_rows(patrons, patrons)
-        )
-        rows = [dict(zip(patron_type.columns, row, strict=True)) for row in generated]
+    with tempfile.TemporaryDirectory(prefix="patronload-bench-") as scratch:
+        warehouse = RULES.create_warehouse(Path(scratch) / "dw.sqlite3", patrons, patrons)
+        with sqlite3.connect(warehouse) as connection:
+            connection.row_factory = sqlite3.Row
+            read = {
+                name: [dict(row) for row in connection.execute(RULES.query(name))]
+                for name in ("staff", "student")
+            }
+        connection.close()
+    for patron_type in (RULES.staff, RULES.student):
+        rows = read[patron_type.name]
         best = float("inf")
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as scratch:
@@ -63,7 +71,7 @@ def lineage(patrons: int, fresh_instance: bool = False, s3: bool = False) -> Non
     with tempfile.TemporaryDirectory(prefix="patronload-bench-") as scratch:
         folder = Path(scratch)
         started = time.perf_counter()
-        synthetic.create_warehouse(folder / "dw.sqlite3", patrons, patrons)
+        RULES.create_warehouse(folder / "dw.sqlite3", patrons, patrons)
         generated = time.perf_counter() - started
         print(f"warehouse: {patrons:,} staff + {patrons:,} students generated in {generated:.0f} s")
         shapes = [("one machine", folder / "home", {})]

@@ -177,3 +177,57 @@ def test_an_institution_in_a_package_of_its_own_registers_by_entry_point(tmp_pat
     _, staff_users = users(tmp_path / "bucket" / "alma", "staff")
     ids = {user.findtext("primary_id") for user in staff_users}
     assert "10000004" in ids and "10000003" not in ids  # its own exclusion list applies
+
+
+def test_the_changes_the_preview_and_patronload_now_work_for_the_example(tmp_path):
+    """The engine's other parts, unchanged, on the example's campus ids: what changed since the last
+    load, the dry run, and the same-day job."""
+    from patronload_assets import jobs
+    from patronload_assets.alma.api import AlmaUsers
+    from patronload_assets.alma.now import patronload_now_job
+    from patronload_assets.resources import InstitutionData, LocalBucket, OutboxMailer, SqliteWarehouse
+
+    from .alma_standin import KEY, StandInAlma
+    from .conftest import state_resources
+
+    warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 120, 120)
+    resources = {
+        "warehouse": SqliteWarehouse(path=str(warehouse), institution="example"),
+        "bucket": LocalBucket(directory=str(tmp_path / "bucket"), prefix="alma"),
+        "institution": InstitutionData(name="example"),
+        "mailer": OutboxMailer(directory=str(tmp_path / "outbox"), workspace="test"),
+    }
+    with dg.instance_for_test() as instance:
+        resources.update(state_resources(institution="example"))
+        assert load(warehouse, tmp_path / "bucket", instance, name="example").success
+        with sqlite3.connect(warehouse) as connection:  # one employee's email changes
+            view = synthetic.STAFF_VIEW
+            [changed] = connection.execute(
+                f"SELECT CAMPUS_ID FROM {view} WHERE EMAIL IS NOT NULL ORDER BY CAMPUS_ID LIMIT 1"
+            ).fetchone()
+            connection.execute(f"UPDATE {view} SET EMAIL = 'new.' || EMAIL WHERE CAMPUS_ID = ?", (changed,))
+        connection.close()
+        preview = dg.Definitions(jobs=[jobs.patronload_preview], resources=resources).resolve_job_def(
+            "patronload_preview"
+        )
+        result = preview.execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success
+        [staff] = [
+            event.asset_observation_data.asset_observation
+            for event in result.all_events
+            if event.event_type_value == "ASSET_OBSERVATION"
+            and event.asset_observation_data.asset_observation.asset_key == dg.AssetKey("staff_zip")
+        ]
+        assert staff.metadata["changed_email"].value == 1 and staff.metadata["patrons_departed"].value == 0
+
+        with StandInAlma() as alma:
+            now = patronload_now_job.execute_in_process(
+                instance=instance,
+                run_config={"ops": {"patronload_now": {"config": {"people": [changed, "00000000"]}}}},
+                resources={**resources, "alma_users": AlmaUsers(api_key=KEY, base_url=alma.base_url)},
+                raise_on_error=False,
+            )
+        assert now.success
+    [message] = [path.read_text() for path in (tmp_path / "outbox").glob("*-now.eml")]
+    assert f"{changed}: {changed} (staff): not in Alma: would be created" in message
+    assert "00000000: not in the warehouse (neither view has this campus id)" in message

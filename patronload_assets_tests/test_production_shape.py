@@ -332,6 +332,7 @@ def code_server(name: str, environment: dict[str, str], own: dict[str, str], fol
         log.close()
 
 
+@pytest.mark.deployment  # in make test-deployment: make test stays within its six minutes
 def test_a_consortium_two_institutions_loading_at_once_each_in_its_own_prefix_with_its_own_report(
     isolated, postgres, moto_endpoint, tmp_path, request
 ):
