@@ -14,7 +14,7 @@ run: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml ## the whole load on th
 	echo "Loading the embedded warehouse into the embedded bucket; full log: $$log"; \
 	$(BIN)/dagster asset materialize -m patronload_assets --select '*' > "$$log" 2>&1; \
 	status=$$?; \
-	$(BIN)/python -m patronload_assets.summary || status=1; \
+	$(BIN)/python -m patronload_assets.reports.summary || status=1; \
 	echo "Full log: $$log"; \
 	exit $$status
 

@@ -2,14 +2,14 @@ import os
 
 import dagster as dg
 
-from . import assets
 from .alma.first_day import alma_connection_test
 from .alma.now import patronload_now_job
 from .alma.verdict import alma_job_sensor, alma_sis_job
-from .jobs import patronload_job, patronload_preview, warehouse_connection_test
-from .overdue import overdue_report
-from .schedules import daily_patronload
-from .sensors import failure_report, success_report
+from .load import assets
+from .load.jobs import patronload_job, patronload_preview, warehouse_connection_test
+from .load.schedules import daily_patronload
+from .reports.overdue import overdue_report
+from .reports.sensors import failure_report, success_report
 from .settings import init_sentry, resources
 
 init_sentry(os.environ)

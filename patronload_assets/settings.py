@@ -17,19 +17,11 @@ from . import institutions
 from .alma.api import AlmaJobs, AlmaUsers
 from .configuration import ConfigurationError, institution_setting, number_setting
 from .domain.packaging import object_key
-from .resources import (
-    Bucket,
-    InstitutionData,
-    LocalBucket,
-    Mailer,
-    OracleWarehouse,
-    OutboxMailer,
-    S3Bucket,
-    SesMailer,
-    SqliteWarehouse,
-    Warehouse,
-)
-from .state import REPORT_RETENTION_DAYS, BucketState, FrameIOManager, InstanceState, StateStore
+from .resources.bucket import Bucket, LocalBucket, S3Bucket
+from .resources.institution import InstitutionData
+from .resources.mail import Mailer, OutboxMailer, SesMailer
+from .resources.warehouse import OracleWarehouse, SqliteWarehouse, Warehouse
+from .state.store import REPORT_RETENTION_DAYS, BucketState, FrameIOManager, InstanceState, StateStore
 
 # The embedded defaults live in the working folder (the project root for make run and dagster dev),
 # never beside the installed package.

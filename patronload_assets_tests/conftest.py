@@ -85,7 +85,7 @@ def student_row(**values):
 def state_resources(state=None, institution: str = "mit") -> dict:
     """The state store (default: the run's instance's storage folder) and the frames' IO manager
     over it, as the code location has them."""
-    from patronload_assets.state import FrameIOManager, InstanceState
+    from patronload_assets.state.store import FrameIOManager, InstanceState
 
     state = state or InstanceState()
     return {"state": state, "io_manager": FrameIOManager(state=state, institution=institution)}
@@ -93,7 +93,7 @@ def state_resources(state=None, institution: str = "mit") -> dict:
 
 def instance_state(instance):
     """The state store of ``instance``, to read what its runs left (outside a run)."""
-    from patronload_assets.state import InstanceState
+    from patronload_assets.state.store import InstanceState
 
     return InstanceState(base_dir=instance.storage_directory())
 
@@ -102,8 +102,10 @@ def load(warehouse_path, bucket_dir, instance=None, run_config=None, **instituti
     """The whole lineage in process, on a SQLite warehouse and a local bucket (prefix ``alma``)."""
     import dagster as dg
 
-    from patronload_assets import assets
-    from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
+    from patronload_assets.load import assets
+    from patronload_assets.resources.bucket import LocalBucket
+    from patronload_assets.resources.institution import InstitutionData
+    from patronload_assets.resources.warehouse import SqliteWarehouse
 
     return dg.materialize(
         dg.load_assets_from_modules([assets]),

@@ -17,13 +17,14 @@ import dagster as dg
 import pytest
 from lxml import etree
 
-from patronload_assets import reports, settings
+from patronload_assets import settings
 from patronload_assets.alma import verdict
 from patronload_assets.alma.api import AlmaApiError, AlmaJobs
 from patronload_assets.domain import alma_jobs
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import OutboxMailer
-from patronload_assets.state import InstanceState
+from patronload_assets.reports import emails
+from patronload_assets.resources.mail import OutboxMailer
+from patronload_assets.state.store import InstanceState
 
 from .alma_standin import (
     JOB_ID,
@@ -481,7 +482,7 @@ def test_every_end_but_success_says_its_status_in_the_subject(status):
          "counter": counters(updated=3)}
     )  # fmt: skip
     facts = {"kind": "verdict", "load_date": "2026-12-01", "alerts": run.alerts, **run.metadata()}
-    message = reports.alma_job_message(facts, {}, "test", "a@b", ["c@d"])
+    message = emails.alma_job_message(facts, {}, "test", "a@b", ["c@d"])
     expected = "TEST Patronload Alma job 2026-12-01" + ("" if status == "COMPLETED_SUCCESS" else f" {status}")
     assert message["Subject"] == expected
     assert "Alma's alerts on the run:\n  Alma's alert" in message.get_body().get_content()

@@ -18,13 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from patronload_assets import assets, reports, scratch, sensors
 from patronload_assets.domain import checks
 from patronload_assets.domain import institution as engine
 from patronload_assets.domain.load import Institution, build_zips
 from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
+from patronload_assets.load import assets
+from patronload_assets.reports import emails, sensors
+from patronload_assets.resources.bucket import LocalBucket
+from patronload_assets.resources.institution import InstitutionData
+from patronload_assets.resources.warehouse import SqliteWarehouse
+from patronload_assets.state import scratch
 
 from .conftest import assert_valid_users, instance_state, load, state_resources
 
@@ -98,7 +102,7 @@ def test_one_invalid_user_costs_that_user_and_is_named_in_the_report(tmp_path):
     ]
     # Named in the report (by primary id and reason), never in the logs or metadata.
     assert "TRAPPED" not in event_log
-    message = reports.success_message(facts, "dev", "from@example.edu", ["to@example.edu"])
+    message = emails.success_message(facts, "dev", "from@example.edu", ["to@example.edu"])
     body = message.get_body(("plain",)).get_content()
     assert "TRAPPED@MIT.EDU: patronload_users.xsd: status_date:" in body
     [attachment] = message.iter_attachments()

@@ -13,13 +13,16 @@ import dagster as dg
 import pytest
 from lxml import etree
 
-from patronload_assets import jobs, reports, sensors
 from patronload_assets.domain import changes
 from patronload_assets.domain.load import Institution, build_zips
 from patronload_assets.domain.packaging import rewrite_without
 from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
+from patronload_assets.load import jobs
+from patronload_assets.reports import emails, sensors
+from patronload_assets.resources.bucket import LocalBucket
+from patronload_assets.resources.institution import InstitutionData
+from patronload_assets.resources.warehouse import SqliteWarehouse
 
 from .conftest import instance_state, load, state_resources
 
@@ -287,7 +290,7 @@ def test_two_loads_report_exactly_what_changed_between_them(tmp_path):
 
         # The run report: the section, and the patrons by primary id in an attachment.
         run = instance.get_run_by_id(second.run_id)
-        message = reports.success_message(
+        message = emails.success_message(
             sensors.run_facts(instance, run, instance_state(instance)), "test", "a@b", ["c@d"]
         )
         body = message.get_body().get_content()
@@ -396,7 +399,7 @@ def test_a_preview_reports_what_a_load_would_change_and_touches_nothing(tmp_path
 
         run = instance.get_run_by_id(preview.run_id)
         assert sensors.touches_patronload(instance, run)
-        message = reports.success_message(
+        message = emails.success_message(
             sensors.run_facts(instance, run, instance_state(instance)), "test", "a@b", ["c@d"]
         )
         assert message["Subject"].endswith("preview")
@@ -428,7 +431,7 @@ def test_a_preview_tells_a_load_would_be_held_back(tmp_path, patron_type):
         ]
         assert "departures check failed" in observation.metadata["held_back"].value
         run = instance.get_run_by_id(preview.run_id)
-        body = reports.success_message(
+        body = emails.success_message(
             sensors.run_facts(instance, run, instance_state(instance)), "t", "a@b", ["c@d"]
         ).get_body()
         assert f"{patron_type}_zip" in body.get_content() and "hold it back: departures" in body.get_content()

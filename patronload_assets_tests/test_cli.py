@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from patronload_assets import summary
 from patronload_assets.institutions.mit import synthetic
+from patronload_assets.reports import summary
 
 from .conftest import PROJECT_DIR, instance_state, load
 from .environment import MATERIALIZE_ALL, embedded_environment

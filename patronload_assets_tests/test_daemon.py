@@ -235,7 +235,7 @@ def test_a_load_that_failed_while_the_bucket_was_down_is_retried_by_the_deployme
 
             import dagster as dg
 
-            from patronload_assets import retries
+            from patronload_assets.load import retries
 
             with mock.patch.dict(os.environ, environment), dg.DagsterInstance.get() as instance:
                 [retry] = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))

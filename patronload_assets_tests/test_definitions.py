@@ -7,10 +7,11 @@ import pytest
 from dagster._utils.schedules import schedule_execution_time_iterator
 
 from patronload_assets import defs, settings
-from patronload_assets.resources import LocalBucket, OracleWarehouse, S3Bucket, SqliteWarehouse
-from patronload_assets.schedules import daily_patronload
-from patronload_assets.timing import DEFAULT_CRON as DAILY_CRON
-from patronload_assets.timing import DEFAULT_TIMEZONE as TIMEZONE
+from patronload_assets.load.schedules import daily_patronload
+from patronload_assets.load.timing import DEFAULT_CRON as DAILY_CRON
+from patronload_assets.load.timing import DEFAULT_TIMEZONE as TIMEZONE
+from patronload_assets.resources.bucket import LocalBucket, S3Bucket
+from patronload_assets.resources.warehouse import OracleWarehouse, SqliteWarehouse
 
 PRODUCTION = {
     "DATA_WAREHOUSE_USER": "loader",

@@ -10,9 +10,12 @@ import pytest
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
 
-from patronload_assets import assets, defs
+from patronload_assets import defs
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, SqliteWarehouse
+from patronload_assets.load import assets
+from patronload_assets.resources.bucket import LocalBucket
+from patronload_assets.resources.institution import InstitutionData
+from patronload_assets.resources.warehouse import SqliteWarehouse
 
 from .conftest import PROJECT_DIR, free_port, leaked, patron_values, state_resources
 from .environment import embedded_environment
@@ -121,4 +124,4 @@ def test_the_product_uses_dagsters_public_api_only():
         for path in (PROJECT_DIR / "patronload_assets").rglob("*.py")
         if re.search(r"\b(from|import) dagster\._", path.read_text(encoding="utf-8"))
     )
-    assert private == ["patronload_assets/timing.py"]
+    assert private == ["patronload_assets/load/timing.py"]

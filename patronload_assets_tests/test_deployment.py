@@ -90,7 +90,7 @@ def test_the_image_loads_the_embedded_warehouse_as_its_own_non_root_user(image, 
         "dagster definitions validate -m patronload_assets; "
         "dagster asset materialize -m patronload_assets --select '*' > load.log 2>&1 || "
         "{ tail -c 3000 load.log; exit 1; }; "
-        "python -m patronload_assets.summary"
+        "python -m patronload_assets.reports.summary"
     )
     name = f"patronload-embedded-{os.getpid()}"
     podman("create", "--name", name, "--network", "none", image, "sh", "-c", script)

@@ -6,7 +6,6 @@ from collections.abc import Iterable, Mapping
 
 import pytest
 
-from patronload_assets import reports, retries, timing
 from patronload_assets.alma import api, now, verdict
 from patronload_assets.domain import (
     alma_jobs,
@@ -19,6 +18,8 @@ from patronload_assets.domain import (
     values,
 )
 from patronload_assets.institutions.mit import rules
+from patronload_assets.load import retries, timing
+from patronload_assets.reports import emails
 
 from .conftest import PROJECT_DIR
 
@@ -26,7 +27,7 @@ RULES_DOCUMENT = PROJECT_DIR / "docs" / "patron-rules.md"
 MODULES = {
     "rules": rules, "institution": institution, "values": values, "packaging": packaging,
     "alma_xml": alma_xml, "checks": checks,
-    "timing": timing, "changes": changes, "reports": reports, "alma_jobs": alma_jobs, "api": api,
+    "timing": timing, "changes": changes, "emails": emails, "alma_jobs": alma_jobs, "api": api,
     "verdict": verdict, "now": now, "named": named, "retries": retries,
 }  # fmt: skip
 # | what the rule is | `value` `value` ... | `module.NAME` |

@@ -182,10 +182,13 @@ def test_an_institution_in_a_package_of_its_own_registers_by_entry_point(tmp_pat
 def test_the_changes_the_preview_and_patronload_now_work_for_the_example(tmp_path):
     """The engine's other parts, unchanged, on the example's campus ids: what changed since the last
     load, the dry run, and the same-day job."""
-    from patronload_assets import jobs
     from patronload_assets.alma.api import AlmaUsers
     from patronload_assets.alma.now import patronload_now_job
-    from patronload_assets.resources import InstitutionData, LocalBucket, OutboxMailer, SqliteWarehouse
+    from patronload_assets.load import jobs
+    from patronload_assets.resources.bucket import LocalBucket
+    from patronload_assets.resources.institution import InstitutionData
+    from patronload_assets.resources.mail import OutboxMailer
+    from patronload_assets.resources.warehouse import SqliteWarehouse
 
     from .alma_standin import KEY, StandInAlma
     from .conftest import state_resources

@@ -16,11 +16,15 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from dagster_aws.s3 import S3Resource
 
-from patronload_assets import assets, faults, reports, retries
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, S3Bucket, SqliteWarehouse
-from patronload_assets.sensors import run_facts
-from patronload_assets.state import BucketState
+from patronload_assets.load import assets, retries
+from patronload_assets.reports import emails
+from patronload_assets.reports.sensors import run_facts
+from patronload_assets.resources import faults
+from patronload_assets.resources.bucket import S3Bucket
+from patronload_assets.resources.institution import InstitutionData
+from patronload_assets.resources.warehouse import SqliteWarehouse
+from patronload_assets.state.store import BucketState
 
 from .conftest import state_resources
 from .fault_proxy import FaultProxy
@@ -207,7 +211,7 @@ def _log_lines(instance, run_id) -> list[str]:
 
 
 def _local_load(warehouse, bucket_dir, instance=None):
-    from patronload_assets.resources import LocalBucket
+    from patronload_assets.resources.bucket import LocalBucket
 
     return dg.materialize(
         dg.load_assets_from_modules([assets]),
@@ -261,7 +265,7 @@ def test_a_missing_view_fails_at_once_naming_it(tmp_path):
     assert next_lines[0].startswith("Not retried: the error will not pass by waiting (student_rows:")
     [failure] = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
     assert failure.step_key == "student_rows"
-    message = " ".join(reports.error_lines(failure.event_specific_data.error))
+    message = " ".join(emails.error_lines(failure.event_specific_data.error))
     assert "reading LIBRARY_STUDENT (sql/mit/student.sql) failed (permanent)" in message
     assert "no such table: LIBRARY_STUDENT" in message
     assert lines and not any("retrying in" in line for line in lines)
@@ -376,7 +380,7 @@ def test_a_bucket_that_refuses_every_upload_keeps_the_previous_zips_and_names_s3
     assert _zips(buckets) == previous  # each type's previous zip, untouched
     assert _open_uploads(buckets) == []
     assert sorted(facts.failed_steps) == ["staff_zip", "student_zip"]
-    message = reports.failure_message(facts, "prod", "from@example.edu", ["to@example.edu"])
+    message = emails.failure_message(facts, "prod", "from@example.edu", ["to@example.edu"])
     body = message.get_content()
     assert f"S3 (s3://{ALMA_BUCKET}): upload of alma/staff_" in body
     assert "ServiceUnavailable" in body and "(transient)" in body
@@ -393,7 +397,7 @@ DISK_FULL_SCRIPT = """
 import json, sys
 from pathlib import Path
 import dagster as dg
-from patronload_assets import reports
+from patronload_assets.reports import emails
 from patronload_assets.institutions.mit import synthetic
 from patronload_assets_tests.conftest import load
 
@@ -407,7 +411,7 @@ with dg.instance_for_test(temp_dir=str(folder / "home")) as instance:
     result = load(large, folder / "bucket", instance)
     outcome["second"] = result.success
     outcome["errors"] = [
-        " ".join(reports.error_lines(event.event_specific_data.error))
+        " ".join(emails.error_lines(event.event_specific_data.error))
         for event in result.all_events if event.event_type_value == "STEP_FAILURE"
     ]
     outcome["keys"] = sorted(p.name for p in (folder / "bucket").rglob("*.zip"))
@@ -462,20 +466,20 @@ def test_ses_throttling_the_first_sends_still_delivers_the_report_once(moto_endp
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.ses.models import ses_backends
 
-    from patronload_assets.resources import SesMailer
-    from patronload_assets.sensors import deliver
+    from patronload_assets.reports.sensors import deliver
+    from patronload_assets.resources.mail import SesMailer
 
     boto3.client("ses", endpoint_url=moto_endpoint, region_name="us-east-1").verify_email_identity(
         EmailAddress="throttled@example.edu"
     )
-    facts = reports.RunFacts("run-throttled", "patronload_job", dt.datetime(2026, 12, 5, tzinfo=dt.UTC), [])
+    facts = emails.RunFacts("run-throttled", "patronload_job", dt.datetime(2026, 12, 5, tzinfo=dt.UTC), [])
     with FaultProxy(moto_endpoint) as proxy:
         proxy.fail("ses", "throttling", times=2)
         mailer = SesMailer(
             recipients="a@example.edu", sender="throttled@example.edu", region_name="us-east-1",
             endpoint_url=proxy.url,
         )  # fmt: skip
-        message = reports.success_message(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
+        message = emails.success_message(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
         where = deliver(mailer, message, "run-throttled-success", logging.getLogger("test"))
     assert where.startswith("SES message ")
     assert proxy.faulted == Counter({("ses", "throttling"): 2}) and proxy.seen["ses"] == 3
@@ -499,7 +503,7 @@ def test_sigterm_between_two_zips_of_a_set_removes_the_part_already_uploaded(tmp
     import signal
     from types import SimpleNamespace
 
-    from patronload_assets.resources import LocalBucket
+    from patronload_assets.resources.bucket import LocalBucket
 
     class StoppedMidSet(LocalBucket):
         def upload(self, path, key):

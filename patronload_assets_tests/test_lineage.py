@@ -12,11 +12,14 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from patronload_assets import assets, frames
 from patronload_assets.institutions.mit import RULES as MIT
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, S3Bucket, SqliteWarehouse
-from patronload_assets.state import InstanceState
+from patronload_assets.load import assets
+from patronload_assets.resources.bucket import LocalBucket, S3Bucket
+from patronload_assets.resources.institution import InstitutionData
+from patronload_assets.resources.warehouse import SqliteWarehouse
+from patronload_assets.state import frames
+from patronload_assets.state.store import InstanceState
 
 from .conftest import FIXTURES, PROJECT_DIR, assert_valid_users, state_resources
 from .environment import MATERIALIZE_ALL, embedded_environment

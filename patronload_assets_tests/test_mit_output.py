@@ -20,9 +20,9 @@ import dagster as dg
 import pytest
 
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import OutboxMailer
-from patronload_assets.sensors import success_report
-from patronload_assets.state import InstanceState
+from patronload_assets.reports.sensors import success_report
+from patronload_assets.resources.mail import OutboxMailer
+from patronload_assets.state.store import InstanceState
 
 from .conftest import FIXTURES, load
 from .test_changes import new_staff_and_moved_students

@@ -17,7 +17,9 @@ from patronload_assets.domain.named import NOT_IN_WAREHOUSE as NOT_IN_WAREHOUSE_
 from patronload_assets.domain.named import asked_names
 from patronload_assets.domain.values import person_key
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, OutboxMailer, SqliteWarehouse
+from patronload_assets.resources.institution import InstitutionData
+from patronload_assets.resources.mail import OutboxMailer
+from patronload_assets.resources.warehouse import SqliteWarehouse
 
 from .alma_standin import KEY, StandInAlma
 from .conftest import assert_valid_users, load, state_resources

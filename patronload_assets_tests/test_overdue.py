@@ -8,11 +8,15 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from patronload_assets import defs, overdue
+from patronload_assets import defs
 from patronload_assets.configuration import ConfigurationError
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, LocalBucket, OutboxMailer, SqliteWarehouse
-from patronload_assets.timing import LoadTiming
+from patronload_assets.load.timing import LoadTiming
+from patronload_assets.reports import overdue
+from patronload_assets.resources.bucket import LocalBucket
+from patronload_assets.resources.institution import InstitutionData
+from patronload_assets.resources.mail import OutboxMailer
+from patronload_assets.resources.warehouse import SqliteWarehouse
 
 from .conftest import state_resources
 

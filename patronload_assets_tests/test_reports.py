@@ -10,11 +10,11 @@ import dagster as dg
 import pytest
 from dagster._utils.error import serializable_error_info_from_exc_info
 
-from patronload_assets import reports
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import OutboxMailer, SesMailer
-from patronload_assets.sensors import failure_report, success_report
-from patronload_assets.state import InstanceState
+from patronload_assets.reports import emails
+from patronload_assets.reports.sensors import failure_report, success_report
+from patronload_assets.resources.mail import OutboxMailer, SesMailer
+from patronload_assets.state.store import InstanceState
 
 from .conftest import load
 
@@ -53,7 +53,7 @@ def test_success_report_once_per_run_with_summary_and_log(instance, warehouse_pa
     )
     context, _ = tick(success_report, instance, mailer)
     [message] = outbox(tmp_path / "outbox")
-    assert message["Subject"] == reports.subject("stage", _run_date(instance, result))
+    assert message["Subject"] == emails.subject("stage", _run_date(instance, result))
     assert message["Subject"].startswith("STAGE Patronload file creation 20")
     assert message["To"] == "a@x.edu, b@x.edu"
     body = message.get_content()
@@ -159,8 +159,8 @@ def test_ses_sends_the_same_raw_message(moto_endpoint, aws_environment):
         region_name="us-east-1",
         endpoint_url=moto_endpoint,
     )
-    facts = reports.RunFacts("run-1", "patronload_job", _a_moment(), ["2026-11-28 10:00:00 INFO - hello"])
-    message = reports.success_message(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
+    facts = emails.RunFacts("run-1", "patronload_job", _a_moment(), ["2026-11-28 10:00:00 INFO - hello"])
+    message = emails.success_message(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
     where = mailer.send(message, "run-1-success")
     assert where.startswith("SES message ")
     [sent] = [
@@ -184,23 +184,23 @@ def test_error_lines_follow_the_cause_chain():
             raise RuntimeError("Error occurred while executing staff_rows") from inner
     except RuntimeError as outer:
         error = serializable_error_info_from_exc_info((type(outer), outer, outer.__traceback__))
-    lines = reports.error_lines(error)
+    lines = emails.error_lines(error)
     assert "Error occurred while executing staff_rows" in lines[0]
     assert "ORA-12541: TNS:no listener" in lines[-1]
 
 
 def test_a_long_list_is_attached_gzipped_and_named_so():
     long_list = "primary_id,change,groups\n" + "".join(f"U{n}@MIT.EDU,new,\n" for n in range(150_000))
-    assert len(long_list.encode()) > reports.ATTACH_PLAIN_BYTES
+    assert len(long_list.encode()) > emails.ATTACH_PLAIN_BYTES
     files = {
         "student_changes.csv": long_list,
         "staff_changes.csv": "primary_id,change,groups\nA@MIT.EDU,new,\n",
     }
-    message = reports.compose("subject", ["body"], "a@b", ["c@d"], files)
+    message = emails.compose("subject", ["body"], "a@b", ["c@d"], files)
     attached = {part.get_filename(): part for part in message.iter_attachments()}
     assert sorted(attached) == ["staff_changes.csv", "student_changes.csv.gz"]
     assert gzip.decompress(attached["student_changes.csv.gz"].get_content()).decode() == long_list
-    lines = reports.changes_lines(
+    lines = emails.changes_lines(
         {"student_zip": {"patrons_new": 150_000, "previous_load": "this instance's last load"}}, files
     )
     assert "  by primary id: the attached student_changes.csv.gz" in lines

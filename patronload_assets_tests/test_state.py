@@ -11,11 +11,13 @@ import pyarrow as pa
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from patronload_assets import assets
 from patronload_assets.domain import changes
 from patronload_assets.institutions.mit import synthetic
-from patronload_assets.resources import InstitutionData, S3Bucket, SqliteWarehouse
-from patronload_assets.state import BucketState, InstanceState
+from patronload_assets.load import assets
+from patronload_assets.resources.bucket import S3Bucket
+from patronload_assets.resources.institution import InstitutionData
+from patronload_assets.resources.warehouse import SqliteWarehouse
+from patronload_assets.state.store import BucketState, InstanceState
 
 from .conftest import state_resources
 
@@ -108,7 +110,7 @@ def test_student_zip_alone_on_another_instance_reads_its_inputs_from_the_state_b
     s3, moto_endpoint, tmp_path
 ):
     """What a task of its own sees: a new instance (no disk in common) and the state bucket."""
-    from patronload_assets.resources import S3Bucket as AlmaBucket
+    from patronload_assets.resources.bucket import S3Bucket as AlmaBucket
 
     warehouse = synthetic.create_warehouse(tmp_path / "dw.sqlite3", 100, 150)
     alma = AlmaBucket(

@@ -88,7 +88,7 @@ def test_kerberos_names_compare_case_insensitively():
 def test_a_warehouse_batch_becomes_text_columns_other_kinds_made_text_and_counted():
     """What a view returns, column by column: text and missing values as they are; numbers, dates
     and bytes (alone in a column, or among text) the text the warehouse meant, each counted."""
-    from patronload_assets.frames import frame_from_batches
+    from patronload_assets.state.frames import frame_from_batches
 
     repairs = Counter()
     batches = [

@@ -8,9 +8,9 @@ import datetime as dt
 
 import dagster as dg
 
-from ..assets import OWN_TAGS
 from ..domain import alma_jobs
-from ..retries import NEVER_RETRIED
+from ..load.assets import OWN_TAGS
+from ..load.retries import NEVER_RETRIED
 from .api import AlmaApiError, AlmaJobs
 
 SIS_JOB = ("USERS", "SIS")  # the only category and type whose runs' events Alma returns

@@ -13,13 +13,16 @@ from dataclasses import dataclass
 import dagster as dg
 from pydantic import Field
 
-from .. import frames, reports, scratch
-from ..assets import OWN_TAGS
 from ..domain import checks
 from ..domain.named import MOST_NAMES, NamedRecord, asked_names, named_records
-from ..resources import InstitutionData, Mailer, Warehouse
-from ..retries import NEVER_RETRIED
-from ..sensors import deliver
+from ..load.assets import OWN_TAGS
+from ..load.retries import NEVER_RETRIED
+from ..reports import emails
+from ..reports.sensors import deliver
+from ..resources.institution import InstitutionData
+from ..resources.mail import Mailer
+from ..resources.warehouse import Warehouse
+from ..state import frames, scratch
 from .api import AlmaApiError, AlmaUsers
 
 CREATED, WOULD_CREATE, EXISTS = "created", "would_create", "existing"
@@ -86,7 +89,7 @@ def send_report(context, mailer: Mailer, moment: dt.datetime, lines: list[str], 
     subject = (
         f"{mailer.workspace.upper()} Patronload now {moment.date().isoformat()}{' failed' if failed else ''}"
     )
-    message = reports.compose(subject, lines, mailer.sender, mailer.recipient_list())
+    message = emails.compose(subject, lines, mailer.sender, mailer.recipient_list())
     label = f"{moment:%Y%m%dT%H%M%S}-{context.run.run_id}-now{'-failure' if failed else ''}"
     return deliver(mailer, message, label, context.log)
 

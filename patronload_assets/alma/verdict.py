@@ -14,13 +14,13 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from .. import reports
-from ..assets import ZIP_ASSETS, asset_key
 from ..domain import alma_jobs
 from ..domain.load import PATRON_TYPES
-from ..resources import Mailer
-from ..sensors import send_or_keep_pending
-from ..state import StateStore
+from ..load.assets import ZIP_ASSETS, asset_key
+from ..reports import emails
+from ..reports.sensors import send_or_keep_pending
+from ..resources.mail import Mailer
+from ..state.store import StateStore
 from .api import AlmaApiError, AlmaJobs
 
 ALMA_SIS_JOB = asset_key("alma_sis_job")
@@ -201,4 +201,4 @@ def _counts(run: alma_jobs.JobRun) -> str:
 
 def _message(state: StateStore, facts: dict, label: str, mailer: Mailer):
     files = state.read_report_files(label)
-    return reports.alma_job_message(facts, files, mailer.workspace, mailer.sender, mailer.recipient_list())
+    return emails.alma_job_message(facts, files, mailer.workspace, mailer.sender, mailer.recipient_list())

@@ -2,11 +2,11 @@
 
 ``LOAD_SCHEDULE`` (cron), ``LOAD_TIMEZONE`` and ``LOAD_DEADLINE_MINUTES``: the daily schedule
 (``schedules.py``) runs at each scheduled time; a load that has not succeeded by the scheduled time
-plus the deadline minutes is overdue (``overdue.py``; the zips' freshness policy).
+plus the deadline minutes is overdue (``reports/overdue.py``; the zips' freshness policy).
 ``LOAD_RETRY_MINUTES``: how long after a failure the deployment retries the load (``retries.py``).
-``SENSOR_INTERVAL_SECONDS``: how often the report and overdue sensors look (``sensors.py``,
-``overdue.py``), so how soon after a run or a deadline its email goes out. Not secrets: the UI shows
-them anyway.
+``SENSOR_INTERVAL_SECONDS``: how often the report and overdue sensors look (``reports/sensors.py``,
+``reports/overdue.py``), so how soon after a run or a deadline its email goes out. Not secrets: the
+UI shows them anyway.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string, schedule_execution_time_iterator
 
-from .configuration import ConfigurationError, number_setting
+from ..configuration import ConfigurationError, number_setting
 
 DEFAULT_CRON, DEFAULT_TIMEZONE, DEFAULT_DEADLINE_MINUTES = "0 5 * * *", "America/New_York", 120
 # Dagster's sensor daemon looks at most every 5 seconds; 30 keeps the reports' queries rare.

@@ -14,9 +14,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from . import configuration, faults, frames, retries, scratch
-from .domain import changes, checks
-from .domain.institution import (
+from .. import configuration
+from ..domain import changes, checks
+from ..domain.institution import (
     DROPPED_DUPLICATE_STAFF,
     DROPPED_DUPLICATE_STUDENT,
     PatronType,
@@ -25,8 +25,8 @@ from .domain.institution import (
     claimed_identifiers,
     select_patrons,
 )
-from .domain.load import BuildResult, build_zips
-from .domain.packaging import (
+from ..domain.load import BuildResult, build_zips
+from ..domain.packaging import (
     PackagingError,
     latest_set,
     newer_keys,
@@ -34,9 +34,14 @@ from .domain.packaging import (
     object_key,
     stale_keys,
 )
-from .domain.values import person_keys
-from .resources import Bucket, InstitutionData, Warehouse
-from .state import IDENTIFYING, StateStore
+from ..domain.values import person_keys
+from ..resources import faults
+from ..resources.bucket import Bucket
+from ..resources.institution import InstitutionData
+from ..resources.warehouse import Warehouse
+from ..state import frames, scratch
+from ..state.store import IDENTIFYING, StateStore
+from . import retries
 from .timing import LOAD_TIMING, ZIP_FRESHNESS
 
 GROUP = "patronload"

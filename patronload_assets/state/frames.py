@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import pandas as pd
 import pyarrow as pa
 
-from .domain.values import as_text
+from ..domain.values import as_text
 
 BATCH_ROWS = 20_000
 TEXT = pa.string()

@@ -15,11 +15,12 @@ import time
 
 import dagster as dg
 
-from . import assets, reports, retries
-from .jobs import patronload_job, patronload_preview
-from .resources import Mailer
-from .state import StateStore
-from .timing import LOAD_TIMING
+from ..load import assets, retries
+from ..load.jobs import patronload_job, patronload_preview
+from ..load.timing import LOAD_TIMING
+from ..resources.mail import Mailer
+from ..state.store import StateStore
+from . import emails
 
 PATRONLOAD_ASSETS = frozenset(
     key.to_user_string() for definition in dg.load_assets_from_modules([assets]) for key in definition.keys
@@ -50,12 +51,12 @@ def touches_patronload(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool
 
 def run_facts(
     instance: dg.DagsterInstance, run: dg.DagsterRun, state: StateStore | None = None
-) -> reports.RunFacts:
+) -> emails.RunFacts:
     """What the run's event log says (INFO+ lines, asset metadata, failed steps and errors), and
     with ``state`` the files it left there for its report."""
     entries = instance.all_logs(run.run_id)
     started = dt.datetime.fromtimestamp(entries[0].timestamp if entries else time.time(), dt.UTC)
-    facts = reports.RunFacts(
+    facts = emails.RunFacts(
         run.run_id, run.job_name, started, log_lines=[], preview=run.job_name == patronload_preview.name
     )
     facts.files = state.read_report_files(run.run_id) if state is not None else {}
@@ -83,10 +84,10 @@ def run_facts(
             }
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
             facts.failed_steps.append(event.step_key)
-            facts.errors += reports.error_lines(event.event_specific_data.error)
+            facts.errors += emails.error_lines(event.event_specific_data.error)
         elif event.event_type == dg.DagsterEventType.RUN_FAILURE and not facts.failed_steps:
             error = getattr(event.event_specific_data, "error", None)
-            facts.errors += reports.error_lines(error) if error else [event.message or "run failed"]
+            facts.errors += emails.error_lines(error) if error else [event.message or "run failed"]
     facts.retrying = retries.will_retry(run)
     facts.retry_lines = _retry_lines(instance, run)
     return facts
@@ -181,7 +182,7 @@ def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, des
                 del pending[run_id]
                 continue
             facts = run_facts(instance, run, state)
-            compose = reports.failure_message if failed else reports.success_message
+            compose = emails.failure_message if failed else emails.success_message
             message = compose(facts, mailer.workspace, mailer.sender, mailer.recipient_list())
             label = f"{facts.started:%Y%m%dT%H%M%S}-{run_id}-{'failure' if failed else 'success'}"
             if not send_or_keep_pending(
@@ -199,7 +200,7 @@ def _report_sensor(name: str, event_type: dg.DagsterEventType, failed: bool, des
     return report_sensor
 
 
-def _report_to_sentry(facts: reports.RunFacts, workspace: str) -> None:
+def _report_to_sentry(facts: emails.RunFacts, workspace: str) -> None:
     """With SENTRY_DSN set (read by sentry_sdk itself), a failed load is an error event."""
     try:
         import sentry_sdk

@@ -32,9 +32,10 @@ import pandas as pd
 import pyarrow.feather as feather
 from pydantic import Field, PrivateAttr
 
-from . import institutions
-from .domain import changes
-from .resources import Bucket, LocalBucket, S3Bucket, object_key
+from .. import institutions
+from ..domain import changes
+from ..domain.packaging import object_key
+from ..resources.bucket import Bucket, LocalBucket, S3Bucket
 from .scratch import owner_only_folder
 
 FRAMES, REPORTS, BASELINES = "frames", "reports", "baselines"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from .domain import alma_jobs
+from ..domain import alma_jobs
 
 # Metadata entries of the zip assets summarised at the top of a report, in this order.
 SUMMARY_COUNTS = ("patrons", "zips", "zip_bytes")

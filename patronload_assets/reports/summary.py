@@ -1,16 +1,16 @@
 """The short summary `make run` prints: what the newest run of this instance did.
 
-DAGSTER_HOME=... python -m patronload_assets.summary
+DAGSTER_HOME=... python -m patronload_assets.reports.summary
 """
 
 import sys
 
 import dagster as dg
 
-from . import reports
+from ..settings import resources
+from ..state.store import StateStore
+from . import emails
 from .sensors import run_facts
-from .settings import resources
-from .state import StateStore
 
 
 def summary(instance: dg.DagsterInstance, state: StateStore) -> tuple[bool, list[str]]:
@@ -23,8 +23,8 @@ def summary(instance: dg.DagsterInstance, state: StateStore) -> tuple[bool, list
     succeeded = run.status == dg.DagsterRunStatus.SUCCESS
     lines = [
         f"Run {run.run_id}: {run.status.value}",
-        *reports.summary_lines(facts.assets),
-        *reports.changes_lines(facts.assets, facts.files),
+        *emails.summary_lines(facts.assets),
+        *emails.changes_lines(facts.assets, facts.files),
     ]
     for metadata in facts.assets.values():
         if metadata.get("location"):

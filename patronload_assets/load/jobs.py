@@ -2,7 +2,11 @@ import datetime as dt
 
 import dagster as dg
 
-from . import scratch
+from ..resources.bucket import Bucket
+from ..resources.institution import InstitutionData
+from ..resources.warehouse import Warehouse
+from ..state import scratch
+from ..state.store import StateStore
 from .assets import (
     GROUP,
     OWN_TAGS,
@@ -14,9 +18,7 @@ from .assets import (
     prepare,
     read_view,
 )
-from .resources import Bucket, InstitutionData, Warehouse
 from .retries import LOAD_RETRIES, NEVER_RETRIED
-from .state import StateStore
 
 patronload_job = dg.define_asset_job(
     "patronload_job",

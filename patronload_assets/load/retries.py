@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from . import faults
+from ..resources import faults
 
 MAX_RETRIES = 2
 MAX_RETRIES_TAG = "dagster/max_retries"

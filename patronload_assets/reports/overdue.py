@@ -14,13 +14,14 @@ import json
 
 import dagster as dg
 
-from . import reports
-from .assets import ZIP_ASSETS, own_run
-from .domain.packaging import newest_load_time
-from .jobs import patronload_job
-from .resources import Bucket, Mailer
+from ..domain.packaging import newest_load_time
+from ..load.assets import ZIP_ASSETS, own_run
+from ..load.jobs import patronload_job
+from ..load.timing import LOAD_TIMING, LoadTiming
+from ..resources.bucket import Bucket
+from ..resources.mail import Mailer
+from . import emails
 from .sensors import run_facts, send_or_keep_pending
-from .timing import LOAD_TIMING, LoadTiming
 
 IN_PROGRESS = (
     dg.DagsterRunStatus.QUEUED,
@@ -143,7 +144,7 @@ def _overdue_sensor(timing: LoadTiming):
             if lines is None:
                 del pending[key]
                 continue
-            message = reports.overdue_message(
+            message = emails.overdue_message(
                 scheduled.date(), lines, mailer.workspace, mailer.sender, mailer.recipient_list()
             )
             label = f"{scheduled.astimezone(dt.UTC):%Y%m%dT%H%M%S}-overdue"

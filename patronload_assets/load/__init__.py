@@ -1,0 +1,1 @@
+"""The load: its assets, jobs, schedule, retries and timing."""
