@@ -16,8 +16,6 @@ from patronload_assets.institutions.example import RULES as EXAMPLE
 from patronload_assets.institutions.example import rules, synthetic
 
 from .conftest import load
-from .environment import MATERIALIZE_ALL
-from .test_cli import environment, run
 
 RUN_DATE = dt.date(2026, 12, 5)
 
@@ -115,12 +113,23 @@ def iso(text):
         return None
 
 
-@pytest.mark.slow
-def test_the_example_loads_its_embedded_warehouse_and_every_user_has_the_dates_its_rules_say(tmp_path):
-    env = environment(tmp_path, None)
-    env["INSTITUTION"] = "example"
-    run(list(MATERIALIZE_ALL), env)
-    warehouse = tmp_path / "dw.sqlite3"
+def test_the_example_loads_its_embedded_warehouse_and_every_user_has_the_dates_its_rules_say(
+    tmp_path, monkeypatch
+):
+    """As ``INSTITUTION=example make run`` does (the command line itself: test_cli.py), in process:
+    the settings' resources, the embedded defaults in the working folder's .local/example."""
+    from patronload_assets.load import assets
+
+    monkeypatch.chdir(tmp_path)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            dg.load_assets_from_modules([assets]),
+            instance=instance,
+            resources=settings.resources({"INSTITUTION": "example"}),
+        )
+    assert result.success
+    tmp_path = tmp_path / ".local" / "example"  # where the example's embedded defaults are
+    warehouse = tmp_path / "warehouse.sqlite3"
     staff_rows = first_rows(warehouse, synthetic.STAFF_VIEW)
     student_rows = first_rows(warehouse, synthetic.STUDENT_VIEW)
 
