@@ -130,7 +130,7 @@ def _run(context, config: NowConfig, warehouse, institution, alma_users: AlmaUse
     names = asked_names(config.people, loaded.rules.person_key_title)
     repairs: Counter = Counter()
     rows = {}
-    for patron_type in (loaded.staff, loaded.student):
+    for patron_type in (loaded.rules.staff, loaded.rules.student):
         frame, repaired = warehouse.extract(loaded.rules, patron_type.name, context.log, names)
         repairs += repaired
         rows[patron_type.name] = list(frames.records(frame))

@@ -95,9 +95,6 @@ class Rules:
     create_warehouse: Callable[[Path, int, int], object]  # the embedded default's synthetic views
     excluded: frozenset[str] = frozenset()  # person keys never loaded, whatever the views say
 
-    def patron_type(self, name: str) -> PatronType:
-        return {"staff": self.staff, "student": self.student}[name]
-
     def left_out_reasons(self, patron_type: PatronType) -> tuple[str, ...]:
         """The reasons the metadata shows even at zero."""
         if patron_type.name == "staff":

@@ -49,14 +49,6 @@ class Institution:
             ),
         )
 
-    @property
-    def staff(self) -> PatronType:
-        return self.rules.staff
-
-    @property
-    def student(self) -> PatronType:
-        return self.rules.student
-
     def run_context(self, run_date: dt.date) -> RunContext:
         return RunContext(run_date, self.staff_departments, self.student_departments)
 

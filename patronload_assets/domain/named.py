@@ -88,8 +88,8 @@ def named_records(
     found: dict[str, NamedRecord] = {}
     repairs: Counter = Counter()
     for patron_type, rows, taken_identifiers in (
-        (institution.staff, kept_staff, frozenset()),
-        (institution.student, kept_students, taken),
+        (rules.staff, kept_staff, frozenset()),
+        (rules.student, kept_students, taken),
     ):
         found.update(
             _records(patron_type, rows, institution, moment, folder, schemas, taken_identifiers, repairs)

@@ -40,13 +40,14 @@ def registered() -> dict[str, importlib.metadata.EntryPoint]:
 def load(name: str = DEFAULT) -> Rules:
     """The rules of the institution ``name``: a folder here first, then a registered package."""
     name = name.strip().lower() or DEFAULT
-    if name in built_in():
+    folders, packages = built_in(), registered()
+    if name in folders:
         found = importlib.import_module(f"{__name__}.{name}").RULES
-    elif name in registered():
-        found = registered()[name].load()
+    elif name in packages:
+        found = packages[name].load()
         found = getattr(found, "RULES", found)  # the entry point may name the package or its RULES
     else:
-        known = ", ".join([*built_in(), *registered()])
+        known = ", ".join([*folders, *packages])
         raise ConfigurationError(
             f"INSTITUTION={name}: no such institution (known: {known}); add a folder under "
             f"patronload_assets/institutions/ or install a package registering it under {ENTRY_POINTS}"
